@@ -1,0 +1,399 @@
+/* Streaming softmax over candidate patches in the displacement form.
+ *
+ * DESIGN.md, "The score machines" and "The computation is attention". For a query pixel q and
+ * a candidate pixel p = q + d of training image n, the logit is
+ *
+ *     -|P_q(x) - a P_p(Y_n)|^2 / (2 s^2) = -sum_{w in window} sum_c (x_c[q+w] - a Y_nc[q+d+w])^2 / (2 s^2).
+ *
+ * For a fixed displacement d, the image of squared differences D_d(r) = sum_c (x_c[r] - a Y_nc[r+d])^2
+ * and two k-term box sums (down the columns, then along the rows) give this distance for every
+ * q at once, so the work per (query, candidate) pair does not grow with the patch area. The
+ * distance is summed from its own squared differences: rounding is relative to the distance,
+ * not to the norms of the patches, so nothing cancels when s is small late in sampling.
+ *
+ * The training images are processed NB at a time, laid out with the image index fastest
+ * ([block][row][col][channel][NB]): every inner loop is NB lanes long, with no remainder.
+ * The softmax is streamed per query pixel: running max m, l = sum exp(logit - m),
+ * acc_c = sum exp(logit - m) Y_nc[p], and for the trace u = sum exp(logit - m) (logit - m)
+ * and the top candidate. The max is raised only when a block's max exceeds it by more than
+ * LAZY, so terms stay below e^LAZY and rescaling is rare.
+ *
+ * Candidate sets are groups: a rectangle of query pixels, a rectangle of displacements and a
+ * rectangle of allowed candidate pixels (coordinates of the candidate arrays). Zero-padded
+ * ELS: one group per padding footprint, candidates in the same rectangle. Circular ELS: the
+ * candidate arrays are periodic extensions, every displacement 0..H-1 x 0..W-1 taken once.
+ * LS: one-pixel groups with displacement 0.
+ *
+ * Compiled twice from this file: REAL = float, and REAL = double with -DELS_DOUBLE.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define NB 64
+/* From this window size on, box sums are running sums (2 operations per step instead of k). */
+#ifndef SLIDE_MIN_K
+#if defined(ELS_DOUBLE)
+#define SLIDE_MIN_K (1 << 30) /* float64 is the reference path: always sum afresh */
+#else
+#define SLIDE_MIN_K 7
+#endif
+#endif
+
+#if defined(ELS_DOUBLE)
+typedef double REAL;
+#define SUFFIX _f64
+#define EXP_FLOOR (-708.0)
+#define LAZY 20.0
+static inline double expr(double x) { return exp(x); }
+#else
+typedef float REAL;
+#define SUFFIX _f32
+#define EXP_FLOOR (-87.0f)
+#define LAZY 8.0f
+/* exp for x in [-87, 88]: Cody-Waite reduction by ln 2, degree-6 polynomial (Cephes expf
+ * coefficients), 2^n built in the exponent bits. Within 2 ulp, and written so the compiler
+ * vectorises the loops that call it (a libm call would not be). */
+static inline float expr(float x) {
+    float t = x * 1.44269504088896341f;
+    float n = floorf(t + 0.5f);
+    float r = fmaf(n, -0.693359375f, x);
+    r = fmaf(n, 2.12194440e-4f, r);
+    float p = 1.9875691500e-4f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    p = fmaf(p, r * r, r) + 1.0f;
+    int32_t e = ((int32_t)n + 127) << 23;
+    float s;
+    memcpy(&s, &e, sizeof s);
+    return p * s;
+}
+#endif
+
+#define FN(name) CAT(name, SUFFIX)
+
+typedef double ACC; /* running sums: see state_t */
+
+/* exp for the rare scalar rescales and merges, whose arguments may lie below the floor. */
+static inline ACC FN(exp_or_zero)(ACC x) { return x < -708.0 ? 0.0 : exp(x); }
+
+/* Running softmax state of Q query pixels: planes m, l, u, top logit, C planes of acc, and
+ * (trace) top image and top source pixel. Kept in double whatever REAL is: a query meets
+ * up to millions of blocks, and float sums of that many terms drift by 1e-4. */
+typedef struct {
+    ACC *m, *l, *u, *tl, *acc;
+    int64_t *tn, *tp;
+} FN(state_t);
+
+static void FN(state_view)(FN(state_t) *s, ACC *buf, int64_t *ibuf, size_t Q, int trace) {
+    s->m = buf;
+    s->l = buf + Q;
+    s->u = buf + 2 * Q;
+    s->tl = buf + 3 * Q;
+    s->acc = buf + 4 * Q;
+    s->tn = trace ? ibuf : NULL;
+    s->tp = trace ? ibuf + Q : NULL;
+}
+
+static void FN(state_init)(FN(state_t) *s, size_t Q, int C, int trace) {
+    for (size_t i = 0; i < Q; i++) {
+        s->m[i] = -INFINITY;
+        s->l[i] = 0;
+        s->u[i] = 0;
+        s->tl[i] = -INFINITY;
+    }
+    memset(s->acc, 0, sizeof(ACC) * Q * C);
+    if (trace) {
+        memset(s->tn, 0, sizeof(int64_t) * Q);
+        memset(s->tp, 0, sizeof(int64_t) * Q);
+    }
+}
+
+/* Merge entry ib of state b into entry ia of state a: the exact log-sum-exp merge. */
+static inline void FN(merge_one)(FN(state_t) *a, size_t ia, size_t Qa, const FN(state_t) *b, size_t ib, size_t Qb,
+                                 int C, int trace) {
+    ACC mb = b->m[ib];
+    if (mb == -INFINITY) return;
+    ACC ma = a->m[ia];
+    ACC m = ma > mb ? ma : mb;
+    ACC fa = ma == -INFINITY ? 0 : FN(exp_or_zero)(ma - m);
+    ACC fb = FN(exp_or_zero)(mb - m);
+    ACC sa = ma == -INFINITY ? 0 : (ma - m), sb = mb - m;
+    a->u[ia] = fa * (a->u[ia] + sa * a->l[ia]) + fb * (b->u[ib] + sb * b->l[ib]);
+    a->l[ia] = fa * a->l[ia] + fb * b->l[ib];
+    for (int c = 0; c < C; c++) a->acc[c * Qa + ia] = fa * a->acc[c * Qa + ia] + fb * b->acc[c * Qb + ib];
+    a->m[ia] = m;
+    if (trace && b->tl[ib] > a->tl[ia]) {
+        a->tl[ia] = b->tl[ib];
+        a->tn[ia] = b->tn[ib];
+        a->tp[ia] = b->tp[ib];
+    }
+}
+
+/* One query pixel's update with one block of NB candidate logits L (values V: [C][NB]).
+ * ``valid`` lanes (a prefix) are real images; the rest of a final block weigh exactly 0. */
+static inline void FN(update)(FN(state_t) *st, size_t q, size_t Q, int C, REAL *L, const REAL *V, int valid,
+                              int trace, int64_t n_base, int64_t pix) {
+    /* omp simd lets the reductions run in vector lanes (plain C fixes their order). */
+    REAL mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int v = 0; v < NB; v++) mx = L[v] > mx ? L[v] : mx;
+    REAL m = (REAL)st->m[q]; /* always a value some logit took, so exact in REAL */
+    if (mx - m > LAZY || m == -INFINITY) {
+        ACC f = m == -INFINITY ? 0 : FN(exp_or_zero)((ACC)m - mx);
+        ACC sh = m == -INFINITY ? 0 : (ACC)m - mx;
+        st->u[q] = f * (st->u[q] + sh * st->l[q]);
+        st->l[q] *= f;
+        for (int c = 0; c < C; c++) st->acc[c * Q + q] *= f;
+        st->m[q] = m = mx;
+    }
+    /* A block whose best weight is below e^EXP_FLOOR of the running max adds nothing a float
+     * can hold (and m <= top logit, so it cannot hold the trace's top either). */
+    if (mx - m < EXP_FLOOR) return;
+    if (trace && mx > st->tl[q]) {
+        int best = 0;
+        for (int v = 1; v < valid; v++)
+            if (L[v] > L[best]) best = v;
+        st->tl[q] = mx;
+        st->tn[q] = n_base + best;
+        st->tp[q] = pix;
+    }
+    REAL sum = 0, us = 0;
+#pragma omp simd reduction(+ : sum, us)
+    for (int v = 0; v < NB; v++) {
+        REAL z = L[v] - m;
+        z = z > EXP_FLOOR ? z : EXP_FLOOR;
+        REAL e = expr(z);
+        e = v < valid ? e : (REAL)0;
+        L[v] = e;
+        sum += e;
+        us += e * z;
+    }
+    st->l[q] += (ACC)sum;
+    if (trace) st->u[q] += (ACC)us;
+    for (int c = 0; c < C; c++) {
+        const REAL *Vc = V + (size_t)c * NB;
+        REAL w = 0;
+#pragma omp simd reduction(+ : w)
+        for (int v = 0; v < NB; v++) w += L[v] * Vc[v];
+        st->acc[c * Q + q] += (ACC)w;
+    }
+}
+
+/* One group, one query image, candidate blocks [blk0, blk1), into a local state over the query
+ * rectangle. Y: [nblocks][HY][WY][C][NB]; X: [C][HX][WX]. */
+static void FN(run_item)(const REAL *X, int HX, int WX, int ox, const REAL *Y, int HY, int WY, int oy, int C, int k,
+                         REAL a, REAL inv2s2, const int *g, int H, int W, int N, int blk0, int blk1,
+                         FN(state_t) *st, int trace, REAL *work) {
+    const int h = k / 2;
+    const int qr0 = g[0], qr1 = g[1], qc0 = g[2], qc1 = g[3];
+    const int dr0 = g[4], dr1 = g[5], dc0 = g[6], dc1 = g[7];
+    const int pr0 = g[8], pr1 = g[9], pc0 = g[10], pc1 = g[11];
+    const int QW = qc1 - qc0 + 1;
+    const size_t Q = (size_t)(qr1 - qr0 + 1) * QW;
+    const int RW = QW + 2 * h;              /* widest product row */
+    REAL *D = work;                         /* [k][RW][NB] ring of squared-difference rows */
+    REAL *Vs = D + (size_t)k * RW * NB;     /* [RW][NB] column sums of one output row */
+    REAL *L = Vs + (size_t)RW * NB;         /* [NB] logits of one query pixel */
+    REAL *Srun = L + NB;                    /* [NB] running window sum along a row */
+    const size_t planeX = (size_t)HX * WX;
+    const size_t pixY = (size_t)C * NB, blockY = (size_t)HY * WY * pixY;
+
+    for (int blk = blk0; blk < blk1; blk++) {
+        const REAL *Yb = Y + (size_t)blk * blockY;
+        const int valid = N - blk * NB < NB ? N - blk * NB : NB;
+        for (int dr = dr0; dr <= dr1; dr++) {
+            const int r_lo = qr0 > pr0 - dr ? qr0 : pr0 - dr;
+            const int r_hi = qr1 < pr1 - dr ? qr1 : pr1 - dr;
+            if (r_lo > r_hi) continue;
+            const int nr = r_hi - r_lo + 1 + 2 * h;
+            for (int dc = dc0; dc <= dc1; dc++) {
+                const int c_lo = qc0 > pc0 - dc ? qc0 : pc0 - dc;
+                const int c_hi = qc1 < pc1 - dc ? qc1 : pc1 - dc;
+                if (c_lo > c_hi) continue;
+                const int nc = c_hi - c_lo + 1 + 2 * h;
+                const size_t rowlen = (size_t)nc * NB;
+                /* D rows live in a ring of k: row i (pixel row r_lo - h + i) sits in slot i % k.
+                 * Vs holds the column sums of the k rows in the ring: for small k summed afresh,
+                 * for large k kept as a running sum (add the new row, drop the one it replaces). */
+                const int slide = k >= SLIDE_MIN_K;
+                if (slide) memset(Vs, 0, sizeof(REAL) * rowlen);
+                for (int i = 0; i < nr; i++) {
+                    const int r = r_lo - h + i;
+                    const REAL *xr = X + (size_t)(r + ox) * WX + (c_lo - h + ox);
+                    const REAL *yr = Yb + ((size_t)(r + dr + oy) * WY + (c_lo - h + dc + oy)) * pixY;
+                    REAL *Di = D + (size_t)(i % k) * rowlen;
+                    if (slide && i >= k)
+                        for (size_t t = 0; t < rowlen; t++) Vs[t] -= Di[t];
+                    /* D[j][v] = sum_c (x_c - a y_vc)^2 at pixel (r, c_lo - h + j) */
+                    for (int j = 0; j < nc; j++) {
+                        REAL *Dij = Di + (size_t)j * NB;
+                        const REAL *y = yr + (size_t)j * pixY;
+                        const REAL x0 = xr[j];
+                        for (int v = 0; v < NB; v++) {
+                            REAL e = x0 - a * y[v];
+                            Dij[v] = e * e;
+                        }
+                        for (int c = 1; c < C; c++) {
+                            const REAL xc = xr[j + c * planeX];
+                            const REAL *yc = y + (size_t)c * NB;
+                            for (int v = 0; v < NB; v++) {
+                                REAL e = xc - a * yc[v];
+                                Dij[v] += e * e;
+                            }
+                        }
+                    }
+                    if (slide)
+                        for (size_t t = 0; t < rowlen; t++) Vs[t] += Di[t];
+                    if (i < 2 * h) continue;
+                    /* Output row r_out = r - h. */
+                    const int r_out = r - h, pr = r_out + dr;
+                    if (!slide) {
+                        for (size_t t = 0; t < rowlen; t++) Vs[t] = D[t];
+                        for (int w = 1; w < k; w++) {
+                            const REAL *Dw = D + (size_t)w * rowlen;
+                            for (size_t t = 0; t < rowlen; t++) Vs[t] += Dw[t];
+                        }
+                    }
+                    const int64_t prow = (int64_t)(((pr % H) + H) % H) * W;
+                    for (int v = 0; v < NB; v++) Srun[v] = 0;
+                    if (slide)
+                        for (int w = 0; w < 2 * h; w++)
+                            for (int v = 0; v < NB; v++) Srun[v] += Vs[(size_t)w * NB + v];
+                    for (int j = 0; j + 2 * h < nc; j++) {
+                        const REAL *V0 = Vs + (size_t)j * NB;
+                        if (slide) {
+                            /* window columns j..j+2h: add the newest, drop the one before j */
+                            const REAL *Vn = V0 + (size_t)(2 * h) * NB;
+                            for (int v = 0; v < NB; v++) Srun[v] += Vn[v];
+                            if (j > 0)
+                                for (int v = 0; v < NB; v++) Srun[v] -= V0[v - NB];
+                            for (int v = 0; v < NB; v++) L[v] = Srun[v] * -inv2s2;
+                        } else {
+                            for (int v = 0; v < NB; v++) L[v] = V0[v];
+                            for (int w = 1; w < k; w++) {
+                                const REAL *Vw = V0 + (size_t)w * NB;
+                                for (int v = 0; v < NB; v++) L[v] += Vw[v];
+                            }
+                            for (int v = 0; v < NB; v++) L[v] *= -inv2s2;
+                        }
+                        for (int v = valid; v < NB; v++) L[v] = -INFINITY; /* lanes past N */
+                        const int c = c_lo + j, pc = c + dc;
+                        const size_t q = (size_t)(r_out - qr0) * QW + (c - qc0);
+                        const REAL *vals = Yb + ((size_t)(pr + oy) * WY + (pc + oy)) * pixY;
+                        FN(update)(st, q, Q, C, L, vals, valid, trace, (int64_t)blk * NB,
+                                   prow + (((pc % W) + W) % W));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Stream the training images of Y into the per-pixel softmax state of every query image.
+ *
+ * X: [B][C][HX][WX] query images, pixel (i, j) at (i + ox, j + ox).
+ * Y: [ceil(N / NB)][HY][WY][C][NB] candidate images in blocks of NB, pixel (i, j) at
+ *    (i + oy, j + oy); lanes past N in the last block are ignored.
+ * a, inv2s2: [B] signal scale a(t) and 1 / (2 s(t)^2) per query image.
+ * groups: [G][12] query rectangle, displacement rectangle, candidate rectangle (inclusive).
+ * State (double), updated in place, in image coordinates: m, l, u, tl: [B][H][W]; acc: [B][C][H][W];
+ *   tn, tp: [B][H][W] top candidate (image index + n_offset, flat source pixel), or NULL.
+ * Returns 0, or -1 where the per-thread state could not be allocated.
+ */
+int FN(els_stream)(const REAL *X, int B, int HX, int WX, int ox, const REAL *Y, int N, int HY, int WY, int oy, int C,
+                   int k, const REAL *a, const REAL *inv2s2, const int *groups, int G, int H, int W, ACC *m, ACC *l,
+                   ACC *u, ACC *tl, ACC *acc, int64_t *tn, int64_t *tp, int64_t n_offset, int nthreads) {
+    const int trace = tn != NULL;
+    if (nthreads < 1) nthreads = 1;
+    const int nblocks = (N + NB - 1) / NB;
+    size_t maxQ = 0, maxWork = 0;
+    for (int g = 0; g < G; g++) {
+        const int *gg = groups + 12 * g;
+        size_t qh = gg[1] - gg[0] + 1, qw = gg[3] - gg[2] + 1;
+        if (qh * qw > maxQ) maxQ = qh * qw;
+        size_t w = ((size_t)k + 1) * (qw + 2 * (k / 2)) * NB + 2 * NB;
+        (void)qh;
+        if (w > maxWork) maxWork = w;
+    }
+    /* Split the candidate blocks of every group so all threads have work even at batch 1, as
+     * flash-decoding splits the keys; the partial softmaxes are merged below. */
+    const long items_bg = (long)B * G;
+    int nsplit = (int)((4L * nthreads + B - 1) / B);
+    if (nsplit > nblocks) nsplit = nblocks;
+    if (nsplit < 1) nsplit = 1;
+    const long items = items_bg * nsplit;
+    const size_t per_state = maxQ * (4 + (size_t)C);
+    ACC *sbuf = (ACC *)malloc(sizeof(ACC) * per_state * items);
+    int64_t *ibuf = trace ? (int64_t *)malloc(sizeof(int64_t) * 2 * maxQ * items) : NULL;
+    REAL *wbuf = (REAL *)malloc(sizeof(REAL) * maxWork * nthreads);
+    if (!sbuf || !wbuf || (trace && !ibuf)) {
+        free(sbuf);
+        free(ibuf);
+        free(wbuf);
+        return -1;
+    }
+    const size_t planeX = (size_t)HX * WX * C;
+    const size_t HWs = (size_t)H * W;
+
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (long it = 0; it < items; it++) {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        const int split = (int)(it % nsplit);
+        const int g = (int)((it / nsplit) % G);
+        const int b = (int)(it / ((long)nsplit * G));
+        const int *gg = groups + 12 * g;
+        const size_t Q = (size_t)(gg[1] - gg[0] + 1) * (gg[3] - gg[2] + 1);
+        FN(state_t) st;
+        FN(state_view)(&st, sbuf + per_state * it, trace ? ibuf + 2 * maxQ * it : NULL, Q, trace);
+        FN(state_init)(&st, Q, C, trace);
+        const int blk0 = (int)((long)nblocks * split / nsplit), blk1 = (int)((long)nblocks * (split + 1) / nsplit);
+        FN(run_item)(X + planeX * b, HX, WX, ox, Y, HY, WY, oy, C, k, a[b], inv2s2[b], gg, H, W, N, blk0, blk1, &st,
+                     trace, wbuf + maxWork * tid);
+        if (trace)
+            for (size_t i = 0; i < Q; i++) st.tn[i] += n_offset;
+    }
+
+    /* Merge the partial states into the caller's state, one (b, g) at a time, in split order. */
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (long bg = 0; bg < items_bg; bg++) {
+        const int g = (int)(bg % G), b = (int)(bg / G);
+        const int *gg = groups + 12 * g;
+        const int QW = gg[3] - gg[2] + 1;
+        const size_t Q = (size_t)(gg[1] - gg[0] + 1) * QW;
+        FN(state_t) glob;
+        glob.m = m + HWs * b;
+        glob.l = l + HWs * b;
+        glob.u = u + HWs * b;
+        glob.tl = tl + HWs * b;
+        glob.acc = acc + HWs * C * b;
+        glob.tn = trace ? tn + HWs * b : NULL;
+        glob.tp = trace ? tp + HWs * b : NULL;
+        for (int s = 0; s < nsplit; s++) {
+            const long it = bg * nsplit + s;
+            FN(state_t) st;
+            FN(state_view)(&st, sbuf + per_state * it, trace ? ibuf + 2 * maxQ * it : NULL, Q, trace);
+            for (size_t q = 0; q < Q; q++) {
+                const size_t pix = (size_t)(gg[0] + q / QW) * W + (gg[2] + q % QW);
+                FN(merge_one)(&glob, pix, HWs, &st, q, Q, C, trace);
+            }
+        }
+    }
+    free(sbuf);
+    free(ibuf);
+    free(wbuf);
+    return 0;
+}

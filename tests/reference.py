@@ -1,0 +1,105 @@
+"""Brute-force float64 machines, written straight from the table in DESIGN.md.
+
+Deliberately naive: explicit padding, explicit candidate lists per output pixel, explicit
+distances and a plain softmax. Only for small images and small training sets.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def coefficients(t: float):
+    abar = math.cos(t / 1.008 * math.pi / 2) ** 2
+    return math.sqrt(abar), math.sqrt(1 - abar)
+
+
+def patch(img: torch.Tensor, i: int, j: int, k: int, padding: str) -> torch.Tensor:
+    """k x k window of img [C, H, W] centred on (i, j): zero or periodic outside."""
+    C, H, W = img.shape
+    h = k // 2
+    out = torch.zeros(C, k, k, dtype=torch.float64)
+    for di in range(-h, h + 1):
+        for dj in range(-h, h + 1):
+            r, c = i + di, j + dj
+            if padding == "circular":
+                out[:, di + h, dj + h] = img[:, r % H, c % W]
+            elif 0 <= r < H and 0 <= c < W:
+                out[:, di + h, dj + h] = img[:, r, c]
+    return out.flatten()
+
+
+def footprint(i, j, H, W, k):
+    h = k // 2
+    return (max(0, h - i), max(0, i + h - (H - 1)), max(0, h - j), max(0, j + h - (W - 1)))
+
+
+def candidates(kind: str, i: int, j: int, H: int, W: int, k: int, padding: str):
+    """Source pixels p that output pixel (i, j) may take a patch from."""
+    if kind == "ls":
+        return [(i, j)]
+    if kind == "els" and padding == "circular":
+        return [(r, c) for r in range(H) for c in range(W)]
+    f = footprint(i, j, H, W, k)
+    return [(r, c) for r in range(H) for c in range(W) if footprint(r, c, H, W, k) == f]
+
+
+def ideal(x, t, Y, return_weights=False):
+    """x [B, C, H, W], Y [N, C, H, W] -> x0_hat [B, C, H, W] in float64."""
+    a, s = coefficients(t)
+    x, Y = x.double(), Y.double()
+    d = ((x[:, None] - a * Y[None]) ** 2).flatten(2).sum(-1)  # [B, N]
+    w = torch.softmax(-d / (2 * s * s), dim=1)
+    out = torch.einsum("bn,nchw->bchw", w, Y)
+    return (out, w) if return_weights else out
+
+
+def patch_machine(kind, x, t, Y, k, padding, return_trace=False):
+    """LS ("ls") or ELS ("els") by enumeration; optionally the argmax candidate per pixel."""
+    a, s = coefficients(t)
+    x, Y = x.double(), Y.double()
+    B, C, H, W = x.shape
+    N = Y.shape[0]
+    out = torch.zeros(B, C, H, W, dtype=torch.float64)
+    top = torch.zeros(B, H, W, 2, dtype=torch.long)  # (image, flat pixel)
+    ent = torch.zeros(B, H, W, dtype=torch.float64)
+    ypatch = {}
+    for i in range(H):
+        for j in range(W):
+            cands = candidates(kind, i, j, H, W, k, padding)
+            keys, vals, ids = [], [], []
+            for n in range(N):
+                for (r, c) in cands:
+                    if (n, r, c) not in ypatch:
+                        ypatch[(n, r, c)] = patch(Y[n], r, c, k, padding)
+                    keys.append(ypatch[(n, r, c)])
+                    vals.append(Y[n, :, r, c])
+                    ids.append((n, r * W + c))
+            K = torch.stack(keys)  # [L, Dp]
+            V = torch.stack(vals)  # [L, C]
+            for b in range(B):
+                q = patch(x[b], i, j, k, padding)
+                logits = -((q[None] - a * K) ** 2).sum(-1) / (2 * s * s)
+                w = torch.softmax(logits, 0)
+                out[b, :, i, j] = w @ V
+                m = int(torch.argmax(logits))
+                top[b, i, j, 0], top[b, i, j, 1] = ids[m]
+                ent[b, i, j] = -(w * torch.log(w.clamp_min(1e-300))).sum()
+    if return_trace:
+        return out, top, ent
+    return out
+
+
+def ddim(denoise, x, ts):
+    """Deterministic DDIM with denoise(x, t) on the grid ts (descending, ending at 0)."""
+    for t, tn in zip(ts[:-1], ts[1:]):
+        a, s = coefficients(t)
+        x0 = denoise(x, t)
+        if tn == 0:
+            x = x0
+        else:
+            an, sn = coefficients(tn)
+            x = an * x0 + sn * (x - a * x0) / s
+    return x

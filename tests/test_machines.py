@@ -1,0 +1,141 @@
+"""Every machine against the brute-force float64 reference, through the public API."""
+
+import pytest
+import torch
+
+import elsmachine as em
+import reference as ref
+
+BACKENDS = ["native", "fused", "explicit"]
+
+
+def data(N=4, C=1, H=5, W=6, B=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    Y = torch.rand(N, C, H, W, generator=g, dtype=torch.float64) * 2 - 1
+    x = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
+    return Y, x
+
+
+@pytest.mark.parametrize("C,H,W", [(1, 5, 6), (3, 4, 4)])
+@pytest.mark.parametrize("t", [0.05, 0.4, 1.0])
+def test_ideal_matches_reference(C, H, W, t):
+    Y, x = data(C=C, H=H, W=W, B=3)
+    out = em.IdealMachine(Y).denoise(x, t)
+    assert out.dtype == torch.float64 and out.shape == x.shape
+    torch.testing.assert_close(out, ref.ideal(x, t, Y), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["ls", "els"])
+@pytest.mark.parametrize("padding", ["zeros", "circular"])
+@pytest.mark.parametrize("k", [1, 3, 5, 13])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_patch_machines_match_reference(kind, padding, k, backend):
+    Y, x = data(N=3, C=1, H=5, W=6, B=2)
+    cls = em.LocalMachine if kind == "ls" else em.ELSMachine
+    m = cls(Y, patch_size=k, padding=padding, backend=backend)
+    for t in (0.1, 0.7):
+        torch.testing.assert_close(m.denoise(x, t), ref.patch_machine(kind, x, t, Y, k, padding), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["ls", "els"])
+@pytest.mark.parametrize("padding", ["zeros", "circular"])
+def test_three_channels_and_per_image_times(kind, padding):
+    Y, x = data(N=3, C=3, H=4, W=5, B=2, seed=1)
+    cls = em.LocalMachine if kind == "ls" else em.ELSMachine
+    m = cls(Y, patch_size=3, padding=padding)
+    t = torch.tensor([0.2, 0.9])
+    out = m.denoise(x, t)
+    for b in range(2):
+        expect = ref.patch_machine(kind, x[b : b + 1], float(t[b]), Y, 3, padding)
+        torch.testing.assert_close(out[b : b + 1], expect, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["ideal", "ls", "els"])
+@pytest.mark.parametrize("padding", ["zeros", "circular"])
+def test_class_conditional_matches_reference_on_the_class(name, padding):
+    Y, x = data(N=6, C=1, H=4, W=5, B=3, seed=2)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    m = em.make_machine(name, Y, padding=padding, patch_size=3, labels=labels)
+    q = torch.tensor([2, 0, 2])
+    out = m.denoise(x, 0.3, labels=q)
+    for b in range(3):
+        Yc = Y[labels == q[b]]
+        if name == "ideal":
+            expect = ref.ideal(x[b : b + 1], 0.3, Yc)
+        else:
+            expect = ref.patch_machine(name, x[b : b + 1], 0.3, Yc, 3, padding)
+        torch.testing.assert_close(out[b : b + 1], expect, rtol=0, atol=1e-12)
+    # Without labels the machine uses every training image.
+    torch.testing.assert_close(m.denoise(x, 0.3), em.make_machine(name, Y, padding=padding, patch_size=3).denoise(x, 0.3))
+
+
+@pytest.mark.parametrize("backend,bound", [("native", 2e-5), ("explicit", 1e-4), ("fused", 3e-3)])
+def test_float32_follows_float64_closely(backend, bound):
+    """On noisy held-out digits (the inputs a sampler meets), float32 stays near float64.
+    The attention form loses more: its logits come from an expanded square; PyTorch's fused
+    kernel loses most (measured up to 1.5e-3), which is why it is opt-in."""
+    import math
+
+    train = em.load_dataset("mnist5k", per_class=10)
+    clean = em.load_dataset("mnist5k").images[-2:].double()  # not among the first 10 per class
+    g = torch.Generator().manual_seed(0)
+    machines = [em.LocalMachine(train.images, patch_size=5, backend=backend),
+                em.ELSMachine(train.images, patch_size=5, backend=backend),
+                em.ELSMachine(train.images, patch_size=3, padding="circular", backend=backend)]
+    if backend != "native":
+        machines.append(em.IdealMachine(train.images, backend=backend))
+    for m in machines:
+        for t in (0.05, 0.5, 1.0):
+            a = math.cos(t / 1.008 * math.pi / 2)
+            x = a * clean + math.sqrt(1 - a * a) * torch.randn(clean.shape, generator=g, dtype=torch.float64)
+            lo = m.denoise(x.float(), t)
+            assert lo.dtype == torch.float32
+            assert (lo.double() - m.denoise(x, t)).abs().max() < bound
+
+
+def test_machine_output_follows_input_device_and_dtype():
+    Y, x = data()
+    m = em.ELSMachine(Y.float(), patch_size=3)
+    assert m.denoise(x.float(), 0.5).dtype == torch.float32
+    assert m.denoise(x, 0.5).dtype == torch.float64
+    assert m.denoise(x, 0.5).device == x.device
+
+
+def test_compiled_kernel_is_used_by_default_and_the_fallback_agrees():
+    from elsmachine import native
+
+    assert native.status() == "loaded", native.status()
+    Y, x = data(N=3, C=1, H=6, W=6, B=1)
+    auto = em.ELSMachine(Y, patch_size=3).denoise(x, 0.3)
+    torch.testing.assert_close(auto, em.ELSMachine(Y, patch_size=3, backend="native").denoise(x, 0.3), rtol=0, atol=0)
+    torch.testing.assert_close(auto, em.ELSMachine(Y, patch_size=3, backend="fused").denoise(x, 0.3), rtol=0, atol=1e-12)
+
+
+def test_switching_the_kernel_off_falls_back_to_the_attention_engine():
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, elsmachine as em\n"
+        "from elsmachine import native\n"
+        "assert native.library() is None and 'ELSMACHINE_NATIVE=0' in native.status()\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "Y = torch.rand(3, 1, 6, 6, generator=g, dtype=torch.float64)\n"
+        "x = torch.randn(1, 1, 6, 6, generator=g, dtype=torch.float64)\n"
+        "print(repr(em.ELSMachine(Y, patch_size=3).denoise(x, 0.5).sum().item()))\n"
+        "try:\n"
+        "    em.ELSMachine(Y, patch_size=3, backend='native').denoise(x, 0.5)\n"
+        "except em.InputError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, ELSMACHINE_NATIVE="0"))
+    assert res.returncode == 0, res.stderr
+    total, refused = res.stdout.strip().splitlines()
+    assert refused.startswith("refused:") and "native backend" in refused
+    g = torch.Generator().manual_seed(0)
+    Y = torch.rand(3, 1, 6, 6, generator=g, dtype=torch.float64)
+    x = torch.randn(1, 1, 6, 6, generator=g, dtype=torch.float64)
+    native_total = em.ELSMachine(Y, patch_size=3, backend="native").denoise(x, 0.5).sum().item()
+    assert abs(float(total) - native_total) < 1e-12
