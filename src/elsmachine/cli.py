@@ -3,6 +3,7 @@ the library functions below it only see tensors."""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -144,6 +145,7 @@ def sample(
     dtype: DType = typer.Option(DType.float32, help="Arithmetic precision."),
     memory_budget: str = typer.Option("2GiB", help="Bytes of candidate keys held at once."),
     out: Path = typer.Option(Path("samples.png"), "--out", "-o", help="PNG grid; the raw outputs go beside it as .npz."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Sample a trained network instead of a machine."),
 ):
     """Generate images with a score machine through deterministic DDIM.
 
@@ -159,22 +161,31 @@ def sample(
         ds = load_dataset(dataset, limit=limit, per_class=per_class)
         seed_list = parse_seeds(seed, num, seeds)
         labels = parse_class(cls, len(seed_list), ds.classes)
-        ks = parse_patch_sizes(patch_sizes) if machine != MachineName.ideal else None
-        m = make_machine(machine.value, ds.images, padding=padding.value, labels=ds.labels,
-                         memory_budget=parse_bytes(memory_budget))
+        if model is not None:
+            from .network import load_network
+
+            m = load_network(model, device=dev)
+            if labels is not None and not m.num_classes:
+                labels = None  # an unconditional network ignores --class
+            ks = None
+        else:
+            ks = parse_patch_sizes(patch_sizes) if machine != MachineName.ideal else None
+            m = make_machine(machine.value, ds.images, padding=padding.value, labels=ds.labels,
+                             memory_budget=parse_bytes(memory_budget))
         tdtype = getattr(torch, dtype.value)
-        noise = seed_noise(seed_list, m.image_shape, dtype=tdtype, device=dev)
+        noise = seed_noise(seed_list, tuple(ds.images.shape[1:]), dtype=tdtype, device=dev)
         lab = None if labels is None else torch.tensor(labels, device=dev)
         t0 = time.perf_counter()
         with _progress() as prog:
-            task = prog.add_task(f"{machine.value} sampling", total=steps)
+            task = prog.add_task(f"{'network' if model else machine.value} sampling", total=steps)
             x = ddim_sample(m, noise, steps=steps, patch_sizes=ks, labels=lab,
                             callback=lambda info: prog.advance(task))
         elapsed = time.perf_counter() - t0
     except InputError as e:
         _fail(e)
     meta = {
-        "machine": machine.value, "padding": padding.value, "patch_sizes": patch_sizes if ks is not None else None,
+        "model": None if model is None else str(model),
+        "machine": machine.value if model is None else "network", "padding": padding.value, "patch_sizes": patch_sizes if ks is not None else None,
         "steps": steps, "dataset": ds.name, "n_train": len(ds), "dtype": dtype.value, "device": str(dev),
         "class": cls, "seconds": round(elapsed, 3),
     }
@@ -183,6 +194,180 @@ def sample(
     save_samples(npz, x, seeds=seed_list, labels=labels, meta=meta)
     print(f"wrote {out} ({len(seed_list)} images) and {npz} (raw float32 {tuple(x.shape)}, seeds, labels) "
           f"in {elapsed:.1f} s on {dev}")
+
+
+class Arch(str, Enum):
+    resnet = "resnet"
+    unet = "unet"
+
+
+@app.command("train")
+def train_cmd(
+    dataset: str = typer.Option("mnist5k", help="Bundled name, a known dataset name, a folder or an .npz."),
+    root: Optional[Path] = typer.Option(None, help="Folder holding the dataset's standard files."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N training images."),
+    per_class: Optional[int] = typer.Option(None, help="Use only the first N training images of each class."),
+    arch: Arch = typer.Option(Arch.resnet, help="resnet (paper: 8 layers x 256) or unet (paper: 64/128/256)."),
+    padding: Padding = typer.Option(Padding.zeros, help="Padding of every convolution."),
+    cond: bool = typer.Option(False, "--cond/--no-cond", help="Class-conditional (needs labels)."),
+    width: int = typer.Option(256, help="ResNet channels."),
+    depth: int = typer.Option(8, help="ResNet residual layers."),
+    widths: str = typer.Option("64,128,256", help="UNet channels per scale."),
+    epochs: int = typer.Option(300),
+    batch_size: int = typer.Option(128),
+    lr: float = typer.Option(1e-4, help="Adam learning rate."),
+    seed: int = typer.Option(0),
+    grad_clip: float = typer.Option(1.0, help="Gradient-norm clip (0: off)."),
+    checkpoint_every: int = typer.Option(0, help="Steps between checkpoints (0: every epoch)."),
+    device: str = typer.Option("auto"),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for checkpoints."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+):
+    """Train a noise-predicting convolutional network (checkpoints: model.safetensors + config.json)."""
+    from . import load_dataset
+    from .models import NetConfig
+    from .train import TrainConfig, train
+
+    try:
+        dev = resolve_device(device)
+        ds = load_dataset(dataset, root=root, limit=limit, per_class=per_class)
+        C, H, W = ds.images.shape[1:]
+        if H != W:
+            raise InputError(f"networks are built for square images; {ds.name} has {H}x{W}")
+        try:
+            ws = tuple(int(v) for v in widths.split(","))
+        except ValueError:
+            raise InputError(f"--widths must be a comma list of integers, got {widths!r}") from None
+        ncls = (max(ds.classes) + 1) if cond and ds.classes else 0
+        if cond and not ncls:
+            raise InputError(f"--cond needs labels; dataset {ds.name} has none")
+        net_cfg = NetConfig(arch=arch.value, channels=C, image_size=H, width=width, depth=depth, widths=ws,
+                            padding=padding.value, num_classes=ncls)
+        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, grad_clip=grad_clip,
+                          checkpoint_every=checkpoint_every)
+        with _progress() as prog:
+            task = prog.add_task("training", total=None)
+
+            def on_step(info):
+                prog.update(task, total=info["steps"], completed=info["step"],
+                            description=f"epoch {info['epoch'] + 1} loss {info['loss']:.4f}")
+
+            t0 = time.perf_counter()
+            folder = train(net_cfg, cfg, ds, out, device=dev, resume=resume, on_step=on_step)
+    except InputError as e:
+        _fail(e)
+    print(f"wrote {folder}/model.safetensors and config.json ({time.perf_counter() - t0:.0f} s on {dev})")
+
+
+def parse_sizes(text: str) -> list[int]:
+    """'3,5,7' or '3:27' (every odd size from 3 to 27)."""
+    try:
+        if ":" in text:
+            lo, hi = (int(v) for v in text.split(":"))
+            return [k for k in range(lo, hi + 1) if k % 2 == 1]
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--sizes must be a comma list of odd sizes or LO:HI, got {text!r}") from None
+
+
+def _load_model_and_data(model: Path, dataset: str, root, limit, per_class, device: str, padding):
+    from . import load_dataset
+    from .network import load_network
+
+    dev = resolve_device(device)
+    net = load_network(model, device=dev, padding=None if padding is None else padding.value)
+    ds = load_dataset(dataset, root=root, limit=limit, per_class=per_class)
+    if net.num_classes and ds.labels is None:
+        raise InputError(f"the model is class-conditional but dataset {ds.name} has no labels")
+    pad = padding.value if padding is not None else (net.padding or "zeros")
+    return net, ds, pad, dev
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    model: Path = typer.Option(..., "--model", help="Checkpoint folder, model.safetensors, or TorchScript file."),
+    dataset: str = typer.Option("mnist5k", help="The network's training set."),
+    root: Optional[Path] = typer.Option(None, help="Folder holding the dataset's standard files."),
+    limit: Optional[int] = typer.Option(None),
+    per_class: Optional[int] = typer.Option(None),
+    machine: MachineName = typer.Option(MachineName.els, help="ls or els."),
+    padding: Optional[Padding] = typer.Option(None, help="Default: the network's own padding."),
+    sizes: str = typer.Option("3:27", help="Candidate sizes: '3,5,7' or '3:27' (odd sizes in the range)."),
+    seeds: int = typer.Option(10, help="Number of seeds (0..N-1)."),
+    steps: int = typer.Option(20),
+    criterion: str = typer.Option("cosine", help="cosine (similarity of scores) or l2."),
+    device: str = typer.Option("auto"),
+    out: Path = typer.Option(Path("schedule.json"), "--out", "-o"),
+):
+    """Calibrate the patch size per step against a trained network; writes a schedule JSON."""
+    from . import make_machine
+    from .calibrate import calibrate
+
+    try:
+        if machine == MachineName.ideal:
+            raise InputError("the ideal machine has no patch size to calibrate; use ls or els")
+        net, ds, pad, dev = _load_model_and_data(model, dataset, root, limit, per_class, device, padding)
+        m = make_machine(machine.value, ds.images, padding=pad, labels=ds.labels if net.num_classes else None)
+        seed_list = list(range(seeds))
+        labels = torch.tensor([s % net.num_classes for s in seed_list], device=dev) if net.num_classes else None
+        t0 = time.perf_counter()
+        with _progress() as prog:
+            task = prog.add_task("calibrating", total=steps)
+            sched, best, _ = calibrate(
+                net, m, parse_sizes(sizes), seed_list, steps=steps, labels=labels, criterion=criterion, device=dev,
+                meta={"dataset": ds.name, "model": str(model), "machine": machine.value, "padding": pad},
+                on_step=lambda info: prog.advance(task),
+            )
+        sched.save(out)
+    except InputError as e:
+        _fail(e)
+    print(f"wrote {out}: sizes {list(sched.sizes)} for t = {', '.join(f'{t:g}' for t in sched.ts)} "
+          f"({time.perf_counter() - t0:.0f} s)")
+
+
+@app.command("compare")
+def compare_cmd(
+    model: Path = typer.Option(..., "--model", help="Checkpoint folder, model.safetensors, or TorchScript file."),
+    dataset: str = typer.Option("mnist5k", help="The network's training set."),
+    root: Optional[Path] = typer.Option(None),
+    limit: Optional[int] = typer.Option(None),
+    per_class: Optional[int] = typer.Option(None),
+    schedule: str = typer.Option(..., help="Patch sizes: a schedule .json, a preset name, one size or a comma list."),
+    machines: str = typer.Option("ideal,ls,els", help="Comma list of ideal, ls, els."),
+    padding: Optional[Padding] = typer.Option(None, help="Default: the network's own padding."),
+    seeds: int = typer.Option(100, help="Number of seeds (0..N-1)."),
+    steps: int = typer.Option(20),
+    device: str = typer.Option("auto"),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (a rerun resumes)."),
+):
+    """Measure, seed by seed, how well each machine predicts the network's samples."""
+    from . import make_machine
+    from .compare import compare
+    from .presets import resolve_patch_sizes
+    from .schedule import ddim_grid
+
+    try:
+        net, ds, pad, dev = _load_model_and_data(model, dataset, root, limit, per_class, device, padding)
+        names = [n.strip() for n in machines.split(",") if n.strip()]
+        for n in names:
+            if n not in ("ideal", "ls", "els"):
+                raise InputError(f"unknown machine {n!r} in --machines; choose from ideal, ls, els")
+        ks = parse_patch_sizes(schedule)
+        resolve_patch_sizes(ks, ddim_grid(steps))  # fail now, not after the first seed
+        lab = ds.labels if net.num_classes else None
+        ms = {n: make_machine(n, ds.images, padding=pad, labels=lab) for n in names}
+        t0 = time.perf_counter()
+        with _progress() as prog:
+            task = prog.add_task("comparing", total=seeds)
+            summary = compare(
+                net, ms, ds.images, list(range(seeds)), out, schedule=ks, steps=steps, num_classes=net.num_classes,
+                device=dev, meta={"model": str(model), "dataset": ds.name, "schedule": str(schedule), "padding": pad},
+                on_seed=lambda info: prog.advance(task),
+            )
+    except InputError as e:
+        _fail(e)
+    console.print_json(json.dumps(summary))
+    print(f"wrote {out}/results.csv, summary.json, scatter.png, montage.png ({time.perf_counter() - t0:.0f} s)")
 
 
 def main() -> None:
