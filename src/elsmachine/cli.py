@@ -26,6 +26,11 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+def _out_console() -> Console:
+    """Tables on stdout; wide enough when stdout is a file or a pipe (rich assumes 80)."""
+    return Console() if sys.stdout.isatty() else Console(width=140)
+
+
 @app.callback()
 def _root() -> None:
     """The equivariant local score machine: closed-form models of convolutional diffusion models."""
@@ -146,6 +151,9 @@ def sample(
     memory_budget: str = typer.Option("2GiB", help="Bytes of candidate keys held at once."),
     out: Path = typer.Option(Path("samples.png"), "--out", "-o", help="PNG grid; the raw outputs go beside it as .npz."),
     model: Optional[Path] = typer.Option(None, "--model", help="Sample a trained network instead of a machine."),
+    trace: bool = typer.Option(False, "--trace", help="Save the patch-mosaic trace with the samples (for els mosaic)."),
+    show_novelty: bool = typer.Option(False, "--novelty", help="Print how new each sample is (nearest training image, sources, verdict)."),
+    max_shift: int = typer.Option(2, help="With --novelty: also match training images shifted by up to this many pixels."),
 ):
     """Generate images with a score machine through deterministic DDIM.
 
@@ -178,9 +186,16 @@ def sample(
         t0 = time.perf_counter()
         with _progress() as prog:
             task = prog.add_task(f"{'network' if model else machine.value} sampling", total=steps)
-            x = ddim_sample(m, noise, steps=steps, patch_sizes=ks, labels=lab,
-                            callback=lambda info: prog.advance(task))
+            want_trace = (trace or show_novelty) and model is None
+            res = ddim_sample(m, noise, steps=steps, patch_sizes=ks, labels=lab, return_trace=want_trace,
+                              callback=lambda info: prog.advance(task))
+            x, tr = res if want_trace else (res, None)
         elapsed = time.perf_counter() - t0
+        nov = None
+        if show_novelty:
+            from .mosaic import novelty
+
+            nov = novelty(x, ds.images, trace=tr, max_shift=max_shift)
     except InputError as e:
         _fail(e)
     meta = {
@@ -191,7 +206,9 @@ def sample(
     }
     npz = out.with_suffix(".npz")
     save_png(image_grid(x), out)
-    save_samples(npz, x, seeds=seed_list, labels=labels, meta=meta)
+    save_samples(npz, x, seeds=seed_list, labels=labels, meta=meta, **(tr.to_arrays() if tr is not None and trace else {}))
+    if nov is not None:
+        _print_novelty(nov, seed_list, labels)
     print(f"wrote {out} ({len(seed_list)} images) and {npz} (raw float32 {tuple(x.shape)}, seeds, labels) "
           f"in {elapsed:.1f} s on {dev}")
 
@@ -257,6 +274,19 @@ def train_cmd(
     except InputError as e:
         _fail(e)
     print(f"wrote {folder}/model.safetensors and config.json ({time.perf_counter() - t0:.0f} s on {dev})")
+
+
+def _print_novelty(nov, seeds, labels) -> None:
+    from rich.table import Table
+
+    tab = Table(title="novelty (nearest training image; sources = images whose patch dominates a pixel)")
+    for col in ("seed", "class", "nearest", "L2", "RMS", "shift", "sources", "sourced", "verdict"):
+        tab.add_column(col, justify="right")
+    for i, r in enumerate(nov.rows()):
+        tab.add_row(str(seeds[i]), "-" if labels is None else str(labels[i]), str(r["nearest"]), f"{r['l2']:.2f}",
+                    f"{r['rms']:.3f}", str(r["shift"]), "-" if r["sources"] < 0 else str(r["sources"]),
+                    "-" if r["dominated"] != r["dominated"] else f"{r['dominated']:.0%}", r["verdict"])
+    _out_console().print(tab)
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -368,6 +398,136 @@ def compare_cmd(
         _fail(e)
     console.print_json(json.dumps(summary))
     print(f"wrote {out}/results.csv, summary.json, scatter.png, montage.png ({time.perf_counter() - t0:.0f} s)")
+
+
+@app.command("mosaic")
+def mosaic_cmd(
+    seed: int = typer.Option(0, help="Seed of the sample to draw."),
+    cls: str = typer.Option("cycle", "--class", help="'cycle' (class = seed mod #classes), 'none' or a label."),
+    machine: MachineName = typer.Option(MachineName.els, "--machine", "-m"),
+    padding: Padding = typer.Option(Padding.zeros),
+    patch_sizes: str = typer.Option("mnist-resnet-zeros", "--patch-sizes", "-k"),
+    steps: int = typer.Option(20),
+    dataset: str = typer.Option("mnist5k"),
+    limit: Optional[int] = typer.Option(None),
+    per_class: Optional[int] = typer.Option(None),
+    samples: Optional[Path] = typer.Option(None, help="Draw a saved sample (an .npz written by els sample --trace) instead."),
+    index: int = typer.Option(0, help="With --samples: which image of the file."),
+    step: int = typer.Option(-1, help="Step whose sources the maps show (-1: the last, which makes the final image)."),
+    max_shift: int = typer.Option(2, help="Novelty: also match training images shifted by up to this many pixels."),
+    device: str = typer.Option("auto"),
+    out: Path = typer.Option(Path("mosaic"), "--out", "-o", help="Output folder."),
+):
+    """Show the patch mosaic of one sample: where every pixel comes from, and how new it is.
+
+    Writes mosaic.png (final image, each pixel coloured by the training image its dominant
+    patch came from, with the most used sources), travel.png (how far each patch moved from
+    its place in its training image; effective number of candidates over time) and strip.png
+    (x_t, x0_hat and sources at every step, from noise to the final image).
+    """
+    from . import ddim_sample, load_dataset, make_machine, seed_noise
+    from .io import load_samples
+    from .mosaic import SampleTrace, novelty, render_mosaic
+
+    try:
+        ds = load_dataset(dataset, limit=limit, per_class=per_class)
+        t0 = time.perf_counter()
+        if samples is not None:
+            d = load_samples(samples)
+            n = d["images"].shape[0]
+            if not 0 <= index < n:
+                raise InputError(f"--index must lie in 0..{n - 1} for {samples}")
+            tr = SampleTrace.from_arrays(d).select(index)
+            x = torch.from_numpy(d["images"][index : index + 1])
+            sd, lab_v = int(d["seeds"][index]), int(d["labels"][index])
+            label = None if lab_v < 0 else lab_v
+            what = f"{d['meta'].get('machine', '?')} sample {index} of {samples.name} (seed {sd})"
+        else:
+            dev = resolve_device(device)
+            labels = parse_class(cls, 1, ds.classes) if cls != "cycle" else (
+                [ds.classes[seed % len(ds.classes)]] if ds.classes else None)
+            label = None if labels is None else labels[0]
+            ks = parse_patch_sizes(patch_sizes) if machine != MachineName.ideal else None
+            m = make_machine(machine.value, ds.images, padding=padding.value, labels=ds.labels)
+            noise = seed_noise([seed], tuple(ds.images.shape[1:]), device=dev)
+            lab = None if label is None else torch.tensor([label], device=dev)
+            with _progress() as prog:
+                task = prog.add_task(f"{machine.value} sampling with trace", total=steps)
+                x, tr = ddim_sample(m, noise, steps=steps, patch_sizes=ks, labels=lab, return_trace=True,
+                                    callback=lambda info: prog.advance(task))
+            sd = seed
+            what = f"{machine.value} ({padding.value}), seed {seed}" + ("" if label is None else f", class {label}")
+        paths = render_mosaic(tr, ds.images, out, step=step, title=what)
+        nov = novelty(x.cpu(), ds.images, trace=tr, max_shift=max_shift)
+    except InputError as e:
+        _fail(e)
+    _print_novelty(nov, [sd], None if label is None else [label])
+    print(f"wrote {', '.join(str(p) for p in paths)} ({time.perf_counter() - t0:.1f} s)")
+
+
+@app.command("novelty")
+def novelty_cmd(
+    machines: str = typer.Option("ideal,ls,els", help="Comma list of ideal, ls, els."),
+    seeds: int = typer.Option(10, help="Number of seeds (0..N-1)."),
+    cls: str = typer.Option("cycle", "--class"),
+    padding: Padding = typer.Option(Padding.zeros),
+    patch_sizes: str = typer.Option("mnist-resnet-zeros", "--patch-sizes", "-k"),
+    steps: int = typer.Option(20),
+    dataset: str = typer.Option("mnist5k"),
+    limit: Optional[int] = typer.Option(None),
+    per_class: Optional[int] = typer.Option(None),
+    max_shift: int = typer.Option(2),
+    device: str = typer.Option("auto"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the per-seed rows and summary as JSON."),
+):
+    """Compare how often each machine memorises: IS should, ELS should not."""
+    from rich.table import Table
+
+    from . import ddim_sample, load_dataset, make_machine, seed_noise
+    from .mosaic import novelty
+
+    try:
+        dev = resolve_device(device)
+        ds = load_dataset(dataset, limit=limit, per_class=per_class)
+        seed_list = list(range(seeds))
+        labels = parse_class(cls, len(seed_list), ds.classes)
+        lab = None if labels is None else torch.tensor(labels, device=dev)
+        noise = seed_noise(seed_list, tuple(ds.images.shape[1:]), device=dev)
+        names = [n.strip() for n in machines.split(",") if n.strip()]
+        result = {}
+        t0 = time.perf_counter()
+        with _progress() as prog:
+            task = prog.add_task("sampling", total=steps * len(names))
+            for name in names:
+                m = make_machine(name, ds.images, padding=padding.value, labels=ds.labels)
+                ks = None if name == "ideal" else parse_patch_sizes(patch_sizes)
+                x, tr = ddim_sample(m, noise, steps=steps, patch_sizes=ks, labels=lab, return_trace=True,
+                                    callback=lambda info: prog.advance(task))
+                result[name] = novelty(x.cpu(), ds.images, trace=tr, max_shift=max_shift).rows()
+    except InputError as e:
+        _fail(e)
+    tab = Table(title=f"novelty over {seeds} seeds ({dataset}, class {cls})")
+    for col in ("machine", "memorised", "median RMS/px to nearest", "median sources", "median px with a source"):
+        tab.add_column(col, justify="right")
+    summary = {}
+    for name, rows in result.items():
+        import statistics
+
+        summary[name] = {
+            "memorised": sum(r["verdict"] == "memorised" for r in rows) / len(rows),
+            "median_rms": statistics.median(r["rms"] for r in rows),
+            "median_sources": statistics.median(r["sources"] for r in rows),
+            "median_dominated": statistics.median(r["dominated"] for r in rows),
+        }
+        sm = summary[name]
+        tab.add_row(name, f"{sm['memorised']:.0%}", f"{sm['median_rms']:.3f}", f"{sm['median_sources']:g}",
+                    f"{sm['median_dominated']:.0%}")
+    _out_console().print(tab)
+    if out is not None:
+        from .io import atomic_write_bytes
+
+        atomic_write_bytes(out, json.dumps({"summary": summary, "per_seed": result, "seeds": seed_list}, indent=1).encode())
+    print(f"({time.perf_counter() - t0:.0f} s)")
 
 
 def main() -> None:

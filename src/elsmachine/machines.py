@@ -176,7 +176,8 @@ class ScoreMachine:
             out[sel] = x0
             if trace:
                 for f in ("source_image", "source_pixel", "weight", "effective"):
-                    getattr(tr, f)[sel] = getattr(sub, f)
+                    dest = getattr(tr, f)
+                    dest[sel] = getattr(sub, f).to(dest.dtype)
         return out, tr
 
     def _subsets(self, labels, B):

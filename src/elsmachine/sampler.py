@@ -67,7 +67,8 @@ def ddim_sample(
     *,
     schedule: CosineSchedule | None = None,
     callback: Callable[[dict], None] | None = None,
-) -> torch.Tensor:
+    return_trace: bool = False,
+):
     """Deterministic DDIM from ``noise`` (x at the first grid time) down to t = 0.
 
     Args:
@@ -83,9 +84,13 @@ def ddim_sample(
             it overrides ``steps``.
         schedule: noise schedule (default: the denoiser's, else the paper's cosine).
         callback: called after each step with {"i", "t", "t_next", "x", "x0_hat", "patch_size"}.
+        return_trace: also return a :class:`~elsmachine.mosaic.SampleTrace` (machines only):
+            per step and pixel, the dominant candidate and the effective number of candidates,
+            taken from the same engine pass that denoises.
 
     Returns:
-        The final images [B, C, H, W], dtype and device of ``noise``.
+        The final images [B, C, H, W], dtype and device of ``noise``; with ``return_trace``,
+        (images, trace).
     """
     if not isinstance(noise, torch.Tensor) or noise.dim() != 4:
         shape = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
@@ -97,12 +102,19 @@ def ddim_sample(
     sizes = resolve_patch_sizes(patch_sizes, grid)
     if schedule is None:
         schedule = getattr(denoiser, "schedule", None) or CosineSchedule()
+    if return_trace and not hasattr(denoiser, "denoise_traced"):
+        raise InputError(f"{type(denoiser).__name__} cannot be traced; only score machines have candidates to trace")
     x = noise
     B = x.shape[0]
+    steps_trace = []
     for i in range(n):
         t, t_next = float(grid[i]), float(grid[i + 1])
         kw = {} if sizes is None else {"patch_size": sizes[i]}
-        x0 = denoiser.denoise(x, t, labels=labels, **kw)
+        if return_trace:
+            x0, tr = denoiser.denoise_traced(x, t, labels=labels, **kw)
+            steps_trace.append((x, x0, tr))
+        else:
+            x0 = denoiser.denoise(x, t, labels=labels, **kw)
         a, s = schedule.alpha(t), schedule.sigma(t)
         a_next, s_next = schedule.alpha(t_next), schedule.sigma(t_next)
         eps = (x - a * x0) / s
@@ -110,5 +122,9 @@ def ddim_sample(
         if callback is not None:
             callback({"i": i, "t": t, "t_next": t_next, "x": x, "x0_hat": x0,
                       "patch_size": None if sizes is None else sizes[i], "batch": B})
+    if return_trace:
+        from .mosaic import SampleTrace
+
+        return x, SampleTrace.from_steps(grid, sizes, steps_trace)
     return x
 
