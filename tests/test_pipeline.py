@@ -275,3 +275,25 @@ def test_pipeline_cli_end_to_end(tmp_path):
     res = run.invoke(app, ["sample", *common, "--num", "2", "--steps", "3", "-k", str(tmp_path / "s.json"),
                            "--out", str(tmp_path / "x.png")])
     assert res.exit_code == 0, res.output
+
+
+# ----------------------------------------------------------------------------- benchmark
+def test_benchmark_runs_and_its_baseline_agrees():
+    from elsmachine.bench import BenchConfig, baseline_denoise, pairs_for, run_benchmark
+
+    report = run_benchmark([BenchConfig("els-zeros", 16, 1, steps=2, baseline=True), BenchConfig("ideal", 16, 2, steps=2)])
+    a, b = report["results"]
+    assert report["matmul_gflops"] > 0 and report["idle_peak_mb"] > 0
+    ks = em.preset("mnist-resnet-zeros").sizes_for(em.ddim_grid(2))
+    assert ks == [15, 9]
+    assert a["backend"] == "native" and a["pairs"] == sum(pairs_for("els-zeros", k, 16) for k in ks)
+    assert a["speedup"] > 0 and a["baseline_max_diff"] < 1e-4 and a["peak_mb"] > 0
+    assert b["backend"] == "attention" and b["pairs_per_s"] > 0
+    # The baseline is the same math: it matches the float64 reference.
+    Y = torch.rand(3, 1, 5, 6, dtype=torch.float64) * 2 - 1
+    x = torch.randn(1, 1, 5, 6, dtype=torch.float64)
+    for pad in ("zeros", "circular"):
+        import reference as ref
+
+        torch.testing.assert_close(baseline_denoise(x, 0.4, Y, 3, pad), ref.patch_machine("els", x, 0.4, Y, 3, pad),
+                                   rtol=0, atol=1e-10)

@@ -530,6 +530,62 @@ def novelty_cmd(
     print(f"({time.perf_counter() - t0:.0f} s)")
 
 
+@app.command("bench")
+def bench_cmd(
+    machines: str = typer.Option("els-zeros,els-circular,ls,ideal", help="Comma list of els-zeros, els-circular, ls, ideal."),
+    n: str = typer.Option("500,5000", help="Training-set sizes (bundled MNIST; repeated beyond 5,000)."),
+    batch: str = typer.Option("1,16", help="Batch sizes."),
+    steps: int = typer.Option(20, help="Steps of the paper's MNIST ResNet schedule."),
+    baseline: str = typer.Option("els-zeros:500:1", help="Configurations (machine:n:batch, comma list) also timed against the straightforward baseline; 'none' for none."),
+    skip: str = typer.Option("", help="Configurations (machine:n:batch, comma list) to leave out."),
+    quick: bool = typer.Option(False, "--quick", help="A tiny run (N = 64, batch 1 and 2, 4 steps) that checks the benchmark itself."),
+    out: Path = typer.Option(Path("bench.json"), "--out", "-o"),
+):
+    """Time the machines: seconds per sample, candidate pairs per second, GFLOP/s against this
+    machine's own fp32 matmul, peak memory, and the speed-up over a straightforward implementation."""
+    from rich.table import Table
+
+    from .bench import BenchConfig, run_benchmark
+    from .io import atomic_write_bytes
+
+    try:
+        names = [m.strip() for m in machines.split(",") if m.strip()]
+        for m in names:
+            if m not in ("els-zeros", "els-circular", "ls", "ideal"):
+                raise InputError(f"unknown machine {m!r}; choose from els-zeros, els-circular, ls, ideal")
+        ns = [64] if quick else [int(v) for v in n.split(",")]
+        bs = [1, 2] if quick else [int(v) for v in batch.split(",")]
+        st = 4 if quick else steps
+        base = set() if baseline == "none" else {v.strip() for v in baseline.split(",") if v.strip()}
+        if quick and baseline != "none":
+            base = {"els-zeros:64:1"}
+        left_out = {v.strip() for v in skip.split(",") if v.strip()}
+        cfgs = [BenchConfig(machine=m, n=nn, batch=b, steps=st, baseline=f"{m}:{nn}:{b}" in base)
+                for m in names for nn in ns for b in bs if f"{m}:{nn}:{b}" not in left_out]
+    except (InputError, ValueError) as e:
+        _fail(InputError(str(e)))
+    with _progress() as prog:
+        task = prog.add_task("benchmark", total=len(cfgs))
+        report = run_benchmark(cfgs, on_result=lambda r: prog.advance(task))
+    atomic_write_bytes(out, json.dumps(report, indent=1).encode())
+    tab = Table(title=f"{st}-step samples on {report['cpu']}, {report['threads']} threads; "
+                      f"fp32 matmul {report['matmul_gflops']:.0f} GFLOP/s")
+    for col in ("machine", "N", "batch", "s / sample", "pairs / s", "GFLOP/s", "of matmul", "+MB peak", "backend",
+                "baseline s", "speed-up"):
+        tab.add_column(col, justify="right")
+    for r in report["results"]:
+        if "error" in r:
+            tab.add_row(r["machine"], str(r["n"]), str(r["batch"]), r["error"], *[""] * 7)
+            continue
+        tab.add_row(r["machine"], str(r["n"]), str(r["batch"]), f"{r['seconds_per_sample']:.3f}",
+                    f"{r['pairs_per_s']:.3g}", f"{r['gflops']:.1f}", f"{r['matmul_fraction']:.0%}",
+                    f"{r.get('peak_mb_over_idle', r['peak_mb']):.0f}", r["backend"],
+                    f"{r['baseline_seconds']:.1f}" if "baseline_seconds" in r else "",
+                    f"{r['speedup']:.0f}x" if "speedup" in r else "")
+    _out_console().print(tab)
+    print(f"wrote {out}")
+
+
 def main() -> None:
     try:
         app()

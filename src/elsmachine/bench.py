@@ -1,0 +1,271 @@
+"""Benchmark of the score machines: seconds per 20-step sample, candidate pairs per second,
+achieved arithmetic against the machine's own fp32 matmul throughput, peak memory, and the
+ratio to a straightforward implementation of the same math, all measured in one run.
+
+A candidate pair is one output pixel weighed against one candidate patch, the unit of work
+every formulation must do: boundary-broken ELS pairs each pixel with the pixels of its own
+padding footprint in every image, circular ELS with every pixel of every image, LS with the
+same pixel of every image, and IS (whose candidates are whole images) with every image.
+
+The straightforward baseline ("per chunk: unfold the patches, full distance tensor,
+softmax") is written here for the benchmark only: patches of a chunk of training images by
+``unfold``, the full tensor of distances to every query patch by ``torch.cdist``, the
+footprint mask, and a softmax merged across chunks. It is timed once per distinct patch size of the
+schedule, and its 20-step time is the sum over the schedule's steps.
+
+Each configuration runs in a child process of its own, so its peak resident memory is its
+own; the report also gives it less the peak of an idle child that only loads the data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .patches import row_classes
+
+__all__ = ["BenchConfig", "run_benchmark", "pairs_per_sample", "matmul_gflops"]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    machine: str  # "els-zeros", "els-circular", "ls", "ideal" ("idle": load the data only)
+    n: int
+    batch: int
+    steps: int = 20
+    preset: str = "mnist-resnet-zeros"
+    baseline: bool = False  # also time the straightforward implementation
+    dtype: str = "float32"
+    device: str = "cpu"
+
+
+def _sizes(cfg: BenchConfig) -> list[int]:
+    from .presets import preset
+    from .schedule import ddim_grid
+
+    return preset(cfg.preset).sizes_for(ddim_grid(cfg.steps))
+
+
+def pairs_for(machine: str, k: int, n: int, H: int = 32, W: int = 32) -> int:
+    """Candidate pairs of one denoiser call for one image."""
+    if machine == "els-zeros":
+        return sum(((r1 - r0 + 1) * (c1 - c0 + 1)) ** 2 * n for r0, r1 in row_classes(H, k) for c0, c1 in row_classes(W, k))
+    if machine == "els-circular":
+        return (H * W) ** 2 * n
+    if machine == "ls":
+        return H * W * n
+    return n  # ideal: one candidate (a whole image) per image
+
+
+def pairs_per_sample(cfg: BenchConfig) -> int:
+    return sum(pairs_for(cfg.machine, k, cfg.n) for k in _sizes(cfg)) * cfg.batch
+
+
+def flops_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, C: int = 1) -> float:
+    """Arithmetic the formulation actually does for one denoiser call and one image.
+
+    Displacement form (LS, ELS): per displacement and image, the squared differences over the
+    query rectangle grown by k - 1 (3C flops a pixel), column sums of k rows (k flops, or 2
+    when running sums are used, k >= 7), row sums (likewise), then per pair the scale, max,
+    exp (counted as 10), sum and weighted sum (2 + 2C). Attention form (IS): the logits'
+    matrix product (2D flops a pair, D = C H W + 1), exp and weighted sum (2D)."""
+    if machine == "ideal":
+        D = C * H * W + 1
+        return n * (4.0 * D + 10)
+    h = k // 2
+    box = 2 if k >= 7 else k
+    groups = []
+    if machine == "ls":
+        groups = [((i, i), (j, j), (0, 0), (0, 0)) for i in range(H) for j in range(W)]
+    elif machine == "els-circular":
+        groups = [((0, H - 1), (0, W - 1), None, None)]
+    else:
+        for r0, r1 in row_classes(H, k):
+            for c0, c1 in row_classes(W, k):
+                groups.append(((r0, r1), (c0, c1), (r0 - r1, r1 - r0), (c0 - c1, c1 - c0)))
+    total = 0.0
+    for (r0, r1), (c0, c1), dr, dc in groups:
+        qh, qw = r1 - r0 + 1, c1 - c0 + 1
+        if dr is None:  # circular: every displacement, the whole image
+            per_disp = (qh + 2 * h) * (qw + 2 * h) * 3 * C + qh * (qw + 2 * h) * box + qh * qw * box
+            total += H * W * (per_disp + qh * qw * (14 + 2 * C))
+            continue
+        for d_r in range(dr[0], dr[1] + 1):
+            rh = qh - abs(d_r)
+            for d_c in range(dc[0], dc[1] + 1):
+                rw = qw - abs(d_c)
+                if rh <= 0 or rw <= 0:
+                    continue
+                total += (rh + 2 * h) * (rw + 2 * h) * 3 * C + rh * (rw + 2 * h) * box + rh * rw * box
+                total += rh * rw * (14 + 2 * C)
+    return total * n
+
+
+def matmul_gflops(seconds: float = 2.0, size: int = 2048) -> float:
+    """The machine's own fp32 matrix-multiply throughput (GFLOP/s), measured now."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+    return 2 * size**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+# ----------------------------------------------------------------------------- baseline
+def baseline_denoise(x, t, Y, k, padding="zeros", chunk_elems=1 << 25):
+    """Straightforward boundary-broken or circular ELS: unfold, the full distance tensor,
+    footprint mask, softmax merged across chunks of training images."""
+    import torch.nn.functional as F
+
+    from .schedule import CosineSchedule
+
+    sch = CosineSchedule()
+    a, s = sch.alpha(t), sch.sigma(t)
+    B, C, H, W = x.shape
+    h = k // 2
+
+    def unfold(img):
+        if padding == "circular":
+            img = F.pad(img, (h, h, h, h), mode="circular") if h <= min(H, W) else img
+            return F.unfold(img, k)
+        return F.unfold(img, k, padding=h)
+
+    q = unfold(x).transpose(1, 2)  # [B, HW, D]
+    ii, jj = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    fp = torch.stack([(h - ii).clamp(min=0), (ii + h - (H - 1)).clamp(min=0),
+                      (h - jj).clamp(min=0), (jj + h - (W - 1)).clamp(min=0)], -1).view(H * W, 4)
+    same = (fp[:, None, :] == fp[None, :, :]).all(-1) if padding == "zeros" else torch.ones(H * W, H * W, dtype=torch.bool)
+    D = q.shape[-1]
+    HW = H * W
+    per = max(1, chunk_elems // (B * HW * HW))  # training images per chunk
+    m = torch.full((B, HW), -math.inf)
+    l = torch.zeros(B, HW)
+    acc = torch.zeros(B, C, HW)
+    for n0 in range(0, Y.shape[0], per):
+        Yc = Y[n0 : n0 + per]
+        c = unfold(Yc).transpose(1, 2)  # [n, HW, D]
+        # The full distance tensor [B, HW, n * HW], by torch.cdist.
+        dist = torch.cdist(q, (a * c).reshape(1, -1, D).expand(B, -1, -1)) ** 2
+        logits = (-dist / (2 * s * s)).view(B, HW, c.shape[0], HW)
+        logits = logits.masked_fill(~same[None, :, None, :], -math.inf).flatten(2)
+        cm = logits.max(-1).values
+        m_new = torch.maximum(m, cm)
+        w = torch.exp(logits - m_new[..., None])
+        r = torch.exp(m - m_new)
+        vals = Yc.flatten(2).permute(1, 0, 2).reshape(C, -1)  # [C, n*HW]
+        l = l * r + w.sum(-1)
+        acc = acc * r[:, None] + torch.einsum("bqj,cj->bcq", w, vals)
+        m = m_new
+    return (acc / l[:, None]).view(B, C, H, W)
+
+
+# ----------------------------------------------------------------------------- one config
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_one(cfg: BenchConfig) -> dict:
+    """Time one configuration in this process (meant to run in a fresh child)."""
+    from . import load_dataset, make_machine, seed_noise
+    from .presets import preset
+    from .sampler import ddim_sample
+    from .schedule import ddim_grid
+
+    ds = load_dataset("mnist5k")
+    Y = ds.images[: cfg.n] if cfg.n <= len(ds) else ds.images.repeat(math.ceil(cfg.n / len(ds)), 1, 1, 1)[: cfg.n]
+    if cfg.machine == "idle":  # the memory of a child that only loads the data
+        return {**asdict(cfg), "peak_mb": _peak_rss_mb()}
+    dt = getattr(torch, cfg.dtype)
+    name, padding = (cfg.machine.split("-") + ["zeros"])[:2]
+    m = make_machine(name, Y, padding=padding)
+    noise = seed_noise(list(range(cfg.batch)), (1, 32, 32), dtype=dt)
+    ks = None if name == "ideal" else cfg.preset
+    ddim_sample(m, noise[:1], steps=2, patch_sizes=None if ks is None else [3, 3])  # warm up (compile, caches)
+    t0 = time.perf_counter()
+    out = ddim_sample(m, noise, steps=cfg.steps, patch_sizes=ks)
+    seconds = time.perf_counter() - t0
+    sizes = _sizes(cfg)
+    pairs = pairs_per_sample(cfg)
+    flops = sum(flops_for(cfg.machine, k, cfg.n) for k in sizes) * cfg.batch
+    res = {**asdict(cfg), "seconds": seconds, "seconds_per_sample": seconds / cfg.batch, "pairs": pairs,
+           "pairs_per_s": pairs / seconds, "gflops": flops / seconds / 1e9,
+           "peak_mb": _peak_rss_mb(), "backend": _backend(m, noise)}
+    if cfg.baseline and name == "els":
+        per_k = {}
+        grid = ddim_grid(cfg.steps)
+        for k in sorted(set(sizes)):
+            i = sizes.index(k)
+            x = noise[:1] if cfg.batch == 1 else noise
+            t1 = time.perf_counter()
+            ref = baseline_denoise(x, float(grid[i]), Y, k, padding)
+            per_k[k] = time.perf_counter() - t1
+            fast = m.denoise(x, float(grid[i]), patch_size=k)
+            res.setdefault("baseline_max_diff", 0.0)
+            res["baseline_max_diff"] = max(res["baseline_max_diff"], float((fast - ref).abs().max()))
+        base = sum(per_k[k] * c for k, c in Counter(sizes).items())
+        res.update({"baseline_seconds": base, "baseline_per_k": per_k, "speedup": base / seconds})
+    del out
+    return res
+
+
+def _backend(m, x) -> str:
+    if m.name == "ideal":
+        return "attention"
+    return "native" if m._use_native(x) else "attention"
+
+
+def run_benchmark(configs: list[BenchConfig], *, on_result=None, timeout: float = 3600) -> dict:
+    """Run every configuration in a child process; returns {"matmul_gflops", "results"}."""
+    peak = matmul_gflops()
+    results = []
+    idle = None
+    for cfg in [BenchConfig(machine="idle", n=max(c.n for c in configs), batch=1)] + list(configs):
+        cmd = [sys.executable, "-m", "elsmachine.bench", json.dumps(asdict(cfg))]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+        except subprocess.TimeoutExpired:
+            res = {**asdict(cfg), "error": f"timed out after {timeout:.0f} s"}
+        else:
+            if proc.returncode != 0:
+                res = {**asdict(cfg), "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+            else:
+                res = json.loads(proc.stdout.strip().splitlines()[-1])
+        if cfg.machine == "idle":
+            idle = res.get("peak_mb")
+            continue
+        if "gflops" in res:
+            res["matmul_fraction"] = res["gflops"] / peak
+        if idle is not None and "peak_mb" in res:
+            res["peak_mb_over_idle"] = max(0.0, res["peak_mb"] - idle)
+        results.append(res)
+        if on_result is not None:
+            on_result(res)
+    return {"matmul_gflops": peak, "threads": torch.get_num_threads(), "results": results, "idle_peak_mb": idle,
+            "cpu": _cpu_name(), "torch": torch.__version__}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+if __name__ == "__main__":
+    cfg = BenchConfig(**json.loads(sys.argv[1]))
+    print(json.dumps(run_one(cfg)))
