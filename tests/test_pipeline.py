@@ -288,6 +288,7 @@ def test_benchmark_runs_and_its_baseline_agrees():
     assert ks == [15, 9]
     assert a["backend"] == "native" and a["pairs"] == sum(pairs_for("els-zeros", k, 16) for k in ks)
     assert a["speedup"] > 0 and a["baseline_max_diff"] < 1e-4 and a["peak_mb"] > 0
+    assert a["fidelity_max_abs"] < 1e-4 and a["fidelity_min_r2"] > 0.99999
     assert b["backend"] == "attention" and b["pairs_per_s"] > 0
     # The baseline is the same math: it matches the float64 reference.
     Y = torch.rand(3, 1, 5, 6, dtype=torch.float64) * 2 - 1

@@ -583,6 +583,11 @@ def bench_cmd(
                     f"{r['baseline_seconds']:.1f}" if "baseline_seconds" in r else "",
                     f"{r['speedup']:.0f}x" if "speedup" in r else "")
     _out_console().print(tab)
+    for r in report["results"]:
+        if "fidelity_max_abs" in r:
+            print(f"{r['machine']} N={r['n']} batch {r['batch']}: float32 samples against float64: max |difference| "
+                  f"{r['fidelity_max_abs']:.2e}, smallest r^2 {r['fidelity_min_r2']:.8f}; against the baseline: "
+                  f"max |difference| {r['baseline_max_diff']:.2e}")
     print(f"wrote {out}")
 
 
