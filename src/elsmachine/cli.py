@@ -36,6 +36,19 @@ def _root() -> None:
     """The equivariant local score machine: closed-form models of convolutional diffusion models."""
 
 
+# Options several commands share, defined once so their names and help agree.
+DATASET = typer.Option("mnist5k", help="Bundled mnist5k; mnist, fashion-mnist, cifar10, celeba (with --root); a folder of images; or an .npz.")
+ROOT = typer.Option(None, help="Folder holding the dataset's standard files.")
+LIMIT = typer.Option(None, help="Use only the first N training images.")
+PER_CLASS = typer.Option(None, help="Use only the first N training images of each class.")
+DEVICE = typer.Option("auto", help="auto, cpu, cuda, cuda:N.")
+STEPS = typer.Option(20, help="DDIM steps on the grid t_j = (n - j)/n.")
+PATCH_SIZES = typer.Option(
+    "mnist-resnet-zeros", "--patch-sizes", "-k",
+    help="One size ('5'), one per step ('3,5,...'), a preset name, or a schedule .json.",
+)
+
+
 class MachineName(str, Enum):
     ideal = "ideal"
     ls = "ls"
@@ -134,19 +147,17 @@ def _fail(e: Exception) -> None:
 def sample(
     machine: MachineName = typer.Option(MachineName.els, "--machine", "-m", help="ideal (IS), ls (LS) or els (ELS)."),
     padding: Padding = typer.Option(Padding.zeros, help="zeros: boundary-broken ELS; circular: periodic."),
-    patch_sizes: str = typer.Option(
-        "mnist-resnet-zeros", "--patch-sizes", "-k",
-        help="One size ('5'), one per step ('3,5,...'), a preset name, or a schedule .json.",
-    ),
-    steps: int = typer.Option(20, help="DDIM steps on the grid t_j = (n - j)/n."),
+    patch_sizes: str = PATCH_SIZES,
+    steps: int = STEPS,
     num: int = typer.Option(10, "--num", "-n", help="Number of samples."),
     seed: int = typer.Option(0, help="First seed; sample i uses seed + i (its own generator)."),
     seeds: Optional[str] = typer.Option(None, help="Explicit comma list of seeds (overrides --seed/--num)."),
     cls: str = typer.Option("cycle", "--class", help="'cycle' (sample i gets class i mod #classes), 'none' (unconditional) or a label."),
-    dataset: str = typer.Option("mnist5k", help="Bundled name or an .npz path."),
-    limit: Optional[int] = typer.Option(None, help="Use only the first N training images."),
-    per_class: Optional[int] = typer.Option(None, help="Use only the first N training images of each class."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    dataset: str = DATASET,
+    root: Optional[Path] = ROOT,
+    limit: Optional[int] = LIMIT,
+    per_class: Optional[int] = PER_CLASS,
+    device: str = DEVICE,
     dtype: DType = typer.Option(DType.float32, help="Arithmetic precision."),
     memory_budget: str = typer.Option("2GiB", help="Bytes of candidate keys held at once."),
     out: Path = typer.Option(Path("samples.png"), "--out", "-o", help="PNG grid; the raw outputs go beside it as .npz."),
@@ -166,7 +177,7 @@ def sample(
 
     try:
         dev = resolve_device(device)
-        ds = load_dataset(dataset, limit=limit, per_class=per_class)
+        ds = load_dataset(dataset, root=root, limit=limit, per_class=per_class)
         seed_list = parse_seeds(seed, num, seeds)
         labels = parse_class(cls, len(seed_list), ds.classes)
         if model is not None:
@@ -220,10 +231,10 @@ class Arch(str, Enum):
 
 @app.command("train")
 def train_cmd(
-    dataset: str = typer.Option("mnist5k", help="Bundled name, a known dataset name, a folder or an .npz."),
-    root: Optional[Path] = typer.Option(None, help="Folder holding the dataset's standard files."),
-    limit: Optional[int] = typer.Option(None, help="Use only the first N training images."),
-    per_class: Optional[int] = typer.Option(None, help="Use only the first N training images of each class."),
+    dataset: str = DATASET,
+    root: Optional[Path] = ROOT,
+    limit: Optional[int] = LIMIT,
+    per_class: Optional[int] = PER_CLASS,
     arch: Arch = typer.Option(Arch.resnet, help="resnet (paper: 8 layers x 256) or unet (paper: 64/128/256)."),
     padding: Padding = typer.Option(Padding.zeros, help="Padding of every convolution."),
     cond: bool = typer.Option(False, "--cond/--no-cond", help="Class-conditional (needs labels)."),
@@ -236,7 +247,7 @@ def train_cmd(
     seed: int = typer.Option(0),
     grad_clip: float = typer.Option(1.0, help="Gradient-norm clip (0: off)."),
     checkpoint_every: int = typer.Option(0, help="Steps between checkpoints (0: every epoch)."),
-    device: str = typer.Option("auto"),
+    device: str = DEVICE,
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for checkpoints."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
 ):
@@ -316,17 +327,17 @@ def _load_model_and_data(model: Path, dataset: str, root, limit, per_class, devi
 @app.command("calibrate")
 def calibrate_cmd(
     model: Path = typer.Option(..., "--model", help="Checkpoint folder, model.safetensors, or TorchScript file."),
-    dataset: str = typer.Option("mnist5k", help="The network's training set."),
-    root: Optional[Path] = typer.Option(None, help="Folder holding the dataset's standard files."),
-    limit: Optional[int] = typer.Option(None),
-    per_class: Optional[int] = typer.Option(None),
+    dataset: str = DATASET,
+    root: Optional[Path] = ROOT,
+    limit: Optional[int] = LIMIT,
+    per_class: Optional[int] = PER_CLASS,
     machine: MachineName = typer.Option(MachineName.els, help="ls or els."),
     padding: Optional[Padding] = typer.Option(None, help="Default: the network's own padding."),
     sizes: str = typer.Option("3:27", help="Candidate sizes: '3,5,7' or '3:27' (odd sizes in the range)."),
     seeds: int = typer.Option(10, help="Number of seeds (0..N-1)."),
-    steps: int = typer.Option(20),
+    steps: int = STEPS,
     criterion: str = typer.Option("cosine", help="cosine (similarity of scores) or l2."),
-    device: str = typer.Option("auto"),
+    device: str = DEVICE,
     out: Path = typer.Option(Path("schedule.json"), "--out", "-o"),
 ):
     """Calibrate the patch size per step against a trained network; writes a schedule JSON."""
@@ -358,16 +369,16 @@ def calibrate_cmd(
 @app.command("compare")
 def compare_cmd(
     model: Path = typer.Option(..., "--model", help="Checkpoint folder, model.safetensors, or TorchScript file."),
-    dataset: str = typer.Option("mnist5k", help="The network's training set."),
-    root: Optional[Path] = typer.Option(None),
-    limit: Optional[int] = typer.Option(None),
-    per_class: Optional[int] = typer.Option(None),
+    dataset: str = DATASET,
+    root: Optional[Path] = ROOT,
+    limit: Optional[int] = LIMIT,
+    per_class: Optional[int] = PER_CLASS,
     schedule: str = typer.Option(..., help="Patch sizes: a schedule .json, a preset name, one size or a comma list."),
     machines: str = typer.Option("ideal,ls,els", help="Comma list of ideal, ls, els."),
     padding: Optional[Padding] = typer.Option(None, help="Default: the network's own padding."),
     seeds: int = typer.Option(100, help="Number of seeds (0..N-1)."),
-    steps: int = typer.Option(20),
-    device: str = typer.Option("auto"),
+    steps: int = STEPS,
+    device: str = DEVICE,
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (a rerun resumes)."),
 ):
     """Measure, seed by seed, how well each machine predicts the network's samples."""
@@ -406,16 +417,17 @@ def mosaic_cmd(
     cls: str = typer.Option("cycle", "--class", help="'cycle' (class = seed mod #classes), 'none' or a label."),
     machine: MachineName = typer.Option(MachineName.els, "--machine", "-m"),
     padding: Padding = typer.Option(Padding.zeros),
-    patch_sizes: str = typer.Option("mnist-resnet-zeros", "--patch-sizes", "-k"),
-    steps: int = typer.Option(20),
-    dataset: str = typer.Option("mnist5k"),
-    limit: Optional[int] = typer.Option(None),
-    per_class: Optional[int] = typer.Option(None),
+    patch_sizes: str = PATCH_SIZES,
+    steps: int = STEPS,
+    dataset: str = DATASET,
+    root: Optional[Path] = ROOT,
+    limit: Optional[int] = LIMIT,
+    per_class: Optional[int] = PER_CLASS,
     samples: Optional[Path] = typer.Option(None, help="Draw a saved sample (an .npz written by els sample --trace) instead."),
     index: int = typer.Option(0, help="With --samples: which image of the file."),
     step: int = typer.Option(-1, help="Step whose sources the maps show (-1: the last, which makes the final image)."),
     max_shift: int = typer.Option(2, help="Novelty: also match training images shifted by up to this many pixels."),
-    device: str = typer.Option("auto"),
+    device: str = DEVICE,
     out: Path = typer.Option(Path("mosaic"), "--out", "-o", help="Output folder."),
 ):
     """Show the patch mosaic of one sample: where every pixel comes from, and how new it is.
@@ -430,7 +442,7 @@ def mosaic_cmd(
     from .mosaic import SampleTrace, novelty, render_mosaic
 
     try:
-        ds = load_dataset(dataset, limit=limit, per_class=per_class)
+        ds = load_dataset(dataset, root=root, limit=limit, per_class=per_class)
         t0 = time.perf_counter()
         if samples is not None:
             d = load_samples(samples)
@@ -471,13 +483,14 @@ def novelty_cmd(
     seeds: int = typer.Option(10, help="Number of seeds (0..N-1)."),
     cls: str = typer.Option("cycle", "--class"),
     padding: Padding = typer.Option(Padding.zeros),
-    patch_sizes: str = typer.Option("mnist-resnet-zeros", "--patch-sizes", "-k"),
-    steps: int = typer.Option(20),
-    dataset: str = typer.Option("mnist5k"),
-    limit: Optional[int] = typer.Option(None),
-    per_class: Optional[int] = typer.Option(None),
+    patch_sizes: str = PATCH_SIZES,
+    steps: int = STEPS,
+    dataset: str = DATASET,
+    root: Optional[Path] = ROOT,
+    limit: Optional[int] = LIMIT,
+    per_class: Optional[int] = PER_CLASS,
     max_shift: int = typer.Option(2),
-    device: str = typer.Option("auto"),
+    device: str = DEVICE,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the per-seed rows and summary as JSON."),
 ):
     """Compare how often each machine memorises: IS should, ELS should not."""
@@ -488,7 +501,7 @@ def novelty_cmd(
 
     try:
         dev = resolve_device(device)
-        ds = load_dataset(dataset, limit=limit, per_class=per_class)
+        ds = load_dataset(dataset, root=root, limit=limit, per_class=per_class)
         seed_list = list(range(seeds))
         labels = parse_class(cls, len(seed_list), ds.classes)
         lab = None if labels is None else torch.tensor(labels, device=dev)
