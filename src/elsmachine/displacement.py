@@ -14,6 +14,7 @@ candidate pixels [pr0, pr1] x [pc0, pc1] in the coordinates of the candidate arr
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ def available(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and native.library() is not None
 
 
+@functools.lru_cache(maxsize=256)
 def groups_for(kind: str, padding: str, H: int, W: int, k: int) -> torch.Tensor:
     """Group rectangles [G, 12] int32 for machine ``kind`` ("ls" or "els") and ``padding``."""
     rows = []

@@ -208,7 +208,8 @@ class ScoreMachine:
         return hit
 
     def _cached_keys(self, key, nbytes, build):
-        """Keys for one block: cached when they fit half the budget, least recently used evicted."""
+        """Keys for one block: cached when they fit half the budget, least recently used evicted.
+        ``nbytes`` is an upper bound on the size ``build()`` will return."""
         hit = self._keys.get(key)
         if hit is not None:
             self._keys.move_to_end(key)
@@ -220,7 +221,7 @@ class ScoreMachine:
             self._keys_bytes -= old.numel() * old.element_size()
         keys = build()
         self._keys[key] = keys
-        self._keys_bytes += nbytes
+        self._keys_bytes += keys.numel() * keys.element_size()
         return keys
 
     def clear_cache(self) -> None:
@@ -371,9 +372,10 @@ class _PatchMachine(ScoreMachine):
         stream = displacement.DisplacementStream(
             X, ox, H, W, k, a, s, displacement.groups_for(self.name, self.padding, H, W, k), trace=trace
         )
-        per_image = C * (2 * H + 2 * k) * (2 * W + 2 * k) * x.element_size()
+        per_image = C * (2 * H + 2 * k) * (2 * W + 2 * k) * x.element_size()  # an upper bound
         key = ("native", self.padding, k, cls, x.dtype, x.device)
-        whole = self._cached_keys(key, per_image * Y.shape[0], lambda: displacement.candidate_blocks(Y, k, self.padding)[0])
+        padded_n = -(-Y.shape[0] // displacement.NB) * displacement.NB  # blocks are filled up to NB images
+        whole = self._cached_keys(key, per_image * padded_n, lambda: displacement.candidate_blocks(Y, k, self.padding)[0])
         if whole is not None:
             stream.feed(whole, Y.shape[0], k // 2)
         else:
