@@ -326,7 +326,7 @@ def _load_model_and_data(model: Path, dataset: str, root, limit, per_class, devi
 
 @app.command("calibrate")
 def calibrate_cmd(
-    model: Path = typer.Option(..., "--model", help="Checkpoint folder, model.safetensors, or TorchScript file."),
+    model: Path = typer.Option(..., "--model", help="Checkpoint folder, model.safetensors, TorchScript file, or a bundled network (mnist5k-resnet)."),
     dataset: str = DATASET,
     root: Optional[Path] = ROOT,
     limit: Optional[int] = LIMIT,
@@ -368,12 +368,12 @@ def calibrate_cmd(
 
 @app.command("compare")
 def compare_cmd(
-    model: Path = typer.Option(..., "--model", help="Checkpoint folder, model.safetensors, or TorchScript file."),
+    model: Path = typer.Option(..., "--model", help="Checkpoint folder, model.safetensors, TorchScript file, or a bundled network (mnist5k-resnet)."),
     dataset: str = DATASET,
     root: Optional[Path] = ROOT,
     limit: Optional[int] = LIMIT,
     per_class: Optional[int] = PER_CLASS,
-    schedule: str = typer.Option(..., help="Patch sizes: a schedule .json, a preset name, one size or a comma list."),
+    schedule: Optional[str] = typer.Option(None, help="Patch sizes: a schedule .json, a preset name, one size or a comma list (default: schedule.json beside the model)."),
     machines: str = typer.Option("ideal,ls,els", help="Comma list of ideal, ls, els."),
     padding: Optional[Padding] = typer.Option(None, help="Default: the network's own padding."),
     seeds: int = typer.Option(100, help="Number of seeds (0..N-1)."),
@@ -393,6 +393,14 @@ def compare_cmd(
         for n in names:
             if n not in ("ideal", "ls", "els"):
                 raise InputError(f"unknown machine {n!r} in --machines; choose from ideal, ls, els")
+        if schedule is None:
+            from .network import BUNDLED_MODELS, bundled_model_path
+
+            folder = bundled_model_path(str(model)) if str(model) in BUNDLED_MODELS else Path(model)
+            folder = folder if folder.is_dir() else folder.parent
+            if not (folder / "schedule.json").exists():
+                raise InputError(f"no --schedule given and no schedule.json beside the model in {folder}")
+            schedule = str(folder / "schedule.json")
         ks = parse_patch_sizes(schedule)
         resolve_patch_sizes(ks, ddim_grid(steps))  # fail now, not after the first seed
         lab = ds.labels if net.num_classes else None

@@ -23,9 +23,22 @@ from .errors import InputError
 from .models import NetConfig, build_network
 from .schedule import CosineSchedule
 
-__all__ = ["NetworkDenoiser", "load_network", "save_json_atomic", "FORMAT_VERSION"]
+__all__ = ["NetworkDenoiser", "load_network", "save_json_atomic", "FORMAT_VERSION", "BUNDLED_MODELS", "bundled_model_path"]
 
 FORMAT_VERSION = 1
+
+# Networks shipped inside the package (folder under elsmachine/data/models), with the
+# patch-size schedule calibrated against each (schedule.json in the same folder).
+BUNDLED_MODELS = ("mnist5k-resnet",)
+
+
+def bundled_model_path(name: str) -> Path:
+    """Folder of a shipped network: model.safetensors, config.json, schedule.json."""
+    from importlib import resources
+
+    if name not in BUNDLED_MODELS:
+        raise InputError(f"unknown bundled model {name!r}; bundled: {', '.join(BUNDLED_MODELS)}")
+    return Path(str(resources.files("elsmachine") / "data" / "models" / name))
 
 
 def save_json_atomic(path, obj) -> None:
@@ -116,12 +129,15 @@ def _checkpoint_files(path: Path) -> tuple[Path, Path]:
 
 
 def load_network(path, *, device="cpu", padding: str | None = None) -> NetworkDenoiser:
-    """Load a project checkpoint (folder or model.safetensors) or a TorchScript file.
+    """Load a project checkpoint (folder or model.safetensors), a TorchScript file, or a
+    bundled network by name (see :data:`BUNDLED_MODELS`).
 
     ``padding`` states a TorchScript network's padding (project checkpoints record their own).
     """
     from safetensors.torch import load_file
 
+    if str(path) in BUNDLED_MODELS:
+        path = bundled_model_path(str(path))
     path = Path(path)
     if not path.exists():
         raise InputError(f"model {path} does not exist")

@@ -173,18 +173,30 @@ static inline void FN(update)(FN(state_t) *st, size_t q, size_t Q, int C, REAL *
         st->tp[q] = pix;
     }
     REAL sum = 0, us = 0;
+    if (trace) {
 #pragma omp simd reduction(+ : sum, us)
-    for (int v = 0; v < NB; v++) {
-        REAL z = L[v] - m;
-        z = z > EXP_FLOOR ? z : EXP_FLOOR;
-        REAL e = expr(z);
-        e = v < valid ? e : (REAL)0;
-        L[v] = e;
-        sum += e;
-        us += e * z;
+        for (int v = 0; v < NB; v++) {
+            REAL z = L[v] - m;
+            z = z > EXP_FLOOR ? z : EXP_FLOOR;
+            REAL e = expr(z);
+            e = v < valid ? e : (REAL)0;
+            L[v] = e;
+            sum += e;
+            us += e * z;
+        }
+        st->u[q] += (ACC)us;
+    } else {
+#pragma omp simd reduction(+ : sum)
+        for (int v = 0; v < NB; v++) {
+            REAL z = L[v] - m;
+            z = z > EXP_FLOOR ? z : EXP_FLOOR;
+            REAL e = expr(z);
+            e = v < valid ? e : (REAL)0;
+            L[v] = e;
+            sum += e;
+        }
     }
     st->l[q] += (ACC)sum;
-    if (trace) st->u[q] += (ACC)us;
     for (int c = 0; c < C; c++) {
         const REAL *Vc = V + (size_t)c * NB;
         REAL w = 0;
@@ -262,7 +274,13 @@ static void FN(run_item)(const REAL *X, int HX, int WX, int ox, const REAL *Y, i
                     if (i < 2 * h) continue;
                     /* Output row r_out = r - h. */
                     const int r_out = r - h, pr = r_out + dr;
-                    if (!slide) {
+                    if (!slide && k == 3) { /* the commonest late sizes, in one pass */
+                        const REAL *D1 = D + rowlen, *D2 = D + 2 * rowlen;
+                        for (size_t t = 0; t < rowlen; t++) Vs[t] = (D[t] + D1[t]) + D2[t];
+                    } else if (!slide && k == 5) {
+                        const REAL *D1 = D + rowlen, *D2 = D + 2 * rowlen, *D3 = D + 3 * rowlen, *D4 = D + 4 * rowlen;
+                        for (size_t t = 0; t < rowlen; t++) Vs[t] = ((D[t] + D1[t]) + (D2[t] + D3[t])) + D4[t];
+                    } else if (!slide) {
                         for (size_t t = 0; t < rowlen; t++) Vs[t] = D[t];
                         for (int w = 1; w < k; w++) {
                             const REAL *Dw = D + (size_t)w * rowlen;
@@ -283,6 +301,12 @@ static void FN(run_item)(const REAL *X, int HX, int WX, int ox, const REAL *Y, i
                             if (j > 0)
                                 for (int v = 0; v < NB; v++) Srun[v] -= V0[v - NB];
                             for (int v = 0; v < NB; v++) L[v] = Srun[v] * -inv2s2;
+                        } else if (k == 3) {
+                            const REAL *V1 = V0 + NB, *V2 = V0 + 2 * NB;
+                            for (int v = 0; v < NB; v++) L[v] = ((V0[v] + V1[v]) + V2[v]) * -inv2s2;
+                        } else if (k == 5) {
+                            const REAL *V1 = V0 + NB, *V2 = V0 + 2 * NB, *V3 = V0 + 3 * NB, *V4 = V0 + 4 * NB;
+                            for (int v = 0; v < NB; v++) L[v] = (((V0[v] + V1[v]) + (V2[v] + V3[v])) + V4[v]) * -inv2s2;
                         } else {
                             for (int v = 0; v < NB; v++) L[v] = V0[v];
                             for (int w = 1; w < k; w++) {
