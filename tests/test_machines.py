@@ -139,3 +139,19 @@ def test_switching_the_kernel_off_falls_back_to_the_attention_engine():
     x = torch.randn(1, 1, 6, 6, generator=g, dtype=torch.float64)
     native_total = em.ELSMachine(Y, patch_size=3, backend="native").denoise(x, 0.5).sum().item()
     assert abs(float(total) - native_total) < 1e-12
+
+
+def test_approximate_mode_is_exact_elsmachine_on_the_nearest_images():
+    Y, x = data(N=6, C=1, H=5, W=6, B=2, seed=4)
+    a, _ = ref.coefficients(0.3)
+    m = em.ELSMachine(Y, patch_size=3, approx_images=3)
+    out, tr = m.denoise_traced(x, 0.3)
+    for b in range(2):
+        near = torch.topk(((x[b] - a * Y) ** 2).flatten(1).sum(1), 3, largest=False).indices.sort().values
+        torch.testing.assert_close(out[b : b + 1], ref.patch_machine("els", x[b : b + 1], 0.3, Y[near], 3, "zeros"),
+                                   rtol=0, atol=1e-12)
+        assert set(tr.source_image[b].unique().tolist()) <= set(near.tolist())
+    exact = em.ELSMachine(Y, patch_size=3).denoise(x, 0.3)
+    torch.testing.assert_close(em.ELSMachine(Y, patch_size=3, approx_images=6).denoise(x, 0.3), exact, rtol=0, atol=0)
+    with pytest.raises(em.InputError, match="approx_images"):
+        em.ELSMachine(Y, patch_size=3, approx_images=0)

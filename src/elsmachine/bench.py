@@ -13,6 +13,9 @@ softmax") is written here for the benchmark only: patches of a chunk of training
 footprint mask, and a softmax merged across chunks. It is timed once per distinct patch size of the
 schedule, and its 20-step time is the sum over the schedule's steps.
 
+With ``approx``, the approximate mode (candidates from the nearest training images only) is
+timed, and the exact machine sampled from the same noise for its speed-up and fidelity (r^2).
+
 Configurations timed against the baseline are also sampled in float64, and the report gives
 the largest difference of the float32 samples from those and their smallest r^2 with them.
 
@@ -47,6 +50,7 @@ class BenchConfig:
     steps: int = 20
     preset: str = "mnist-resnet-zeros"
     baseline: bool = False  # also time the straightforward implementation
+    approx: int | None = None  # approximate mode: candidates from this many nearest images
     dtype: str = "float32"
     device: str = "cpu"
 
@@ -70,7 +74,9 @@ def pairs_for(machine: str, k: int, n: int, H: int = 32, W: int = 32) -> int:
 
 
 def pairs_per_sample(cfg: BenchConfig) -> int:
-    return sum(pairs_for(cfg.machine, k, cfg.n) for k in _sizes(cfg)) * cfg.batch
+    """Pairs actually weighed: the approximate mode weighs only its nearest images."""
+    n = min(cfg.n, cfg.approx) if cfg.approx else cfg.n
+    return sum(pairs_for(cfg.machine, k, n) for k in _sizes(cfg)) * cfg.batch
 
 
 def flops_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, C: int = 1) -> float:
@@ -190,7 +196,7 @@ def run_one(cfg: BenchConfig) -> dict:
         return {**asdict(cfg), "peak_mb": _peak_rss_mb()}
     dt = getattr(torch, cfg.dtype)
     name, padding = (cfg.machine.split("-") + ["zeros"])[:2]
-    m = make_machine(name, Y, padding=padding)
+    m = make_machine(name, Y, padding=padding, approx_images=cfg.approx)
     noise = seed_noise(list(range(cfg.batch)), (1, 32, 32), dtype=dt)
     ks = None if name == "ideal" else cfg.preset
     ddim_sample(m, noise[:1], steps=2, patch_sizes=None if ks is None else [3, 3])  # warm up (compile, caches)
@@ -199,10 +205,21 @@ def run_one(cfg: BenchConfig) -> dict:
     seconds = time.perf_counter() - t0
     sizes = _sizes(cfg)
     pairs = pairs_per_sample(cfg)
-    flops = sum(flops_for(cfg.machine, k, cfg.n) for k in sizes) * cfg.batch
+    flops = sum(flops_for(cfg.machine, k, min(cfg.n, cfg.approx or cfg.n)) for k in sizes) * cfg.batch
     res = {**asdict(cfg), "seconds": seconds, "seconds_per_sample": seconds / cfg.batch, "pairs": pairs,
            "pairs_per_s": pairs / seconds, "gflops": flops / seconds / 1e9,
            "peak_mb": _peak_rss_mb(), "backend": _backend(m, noise)}
+    if cfg.approx is not None:
+        from .metrics import pearson
+
+        exact_m = make_machine(name, Y, padding=padding)
+        t1 = time.perf_counter()
+        exact = ddim_sample(exact_m, noise, steps=cfg.steps, patch_sizes=ks)
+        exact_s = time.perf_counter() - t1
+        r2 = pearson(out, exact) ** 2
+        res.update({"exact_seconds": exact_s, "approx_speedup": exact_s / seconds,
+                    "approx_min_r2": float(r2.min()), "approx_median_r2": float(r2.median()),
+                    "approx_max_abs": float((out - exact).abs().max())})
     if cfg.baseline and name == "els":
         per_k = {}
         grid = ddim_grid(cfg.steps)

@@ -210,6 +210,8 @@ class ScoreMachine:
     def _cached_keys(self, key, nbytes, build):
         """Keys for one block: cached when they fit half the budget, least recently used evicted.
         ``nbytes`` is an upper bound on the size ``build()`` will return."""
+        if key is None:
+            return build() if nbytes <= self.memory_budget // 2 else None
         hit = self._keys.get(key)
         if hit is not None:
             self._keys.move_to_end(key)
@@ -283,7 +285,13 @@ class IdealMachine(ScoreMachine):
 
 
 class _PatchMachine(ScoreMachine):
-    """Shared body of LS and ELS: patches, pixel classes as engine groups, streamed keys."""
+    """Shared body of LS and ELS: patches, pixel classes as engine groups, streamed keys.
+
+    ``approx_images`` (opt-in, approximate): each noisy image meets only the patches of its
+    ``approx_images`` nearest training images by whole-image distance |x_t - a Y_n|, chosen
+    afresh at every call. ``els bench`` reports its speed-up and its fidelity to the exact
+    machine.
+    """
 
     def __init__(
         self,
@@ -295,10 +303,14 @@ class _PatchMachine(ScoreMachine):
         schedule: CosineSchedule | None = None,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
         backend: str = "auto",
+        approx_images: int | None = None,
     ) -> None:
         super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget, backend=backend)
         self.patch_size = None if patch_size is None else check.patch_size(patch_size)
         self.padding = check.padding(padding)
+        if approx_images is not None and (isinstance(approx_images, bool) or not isinstance(approx_images, int) or approx_images < 1):
+            raise InputError(f"approx_images must be a positive integer or None, got {approx_images!r}")
+        self.approx_images = approx_images
         self._layouts: dict = {}
 
     def _resolve_patch_size(self, patch_size):
@@ -361,19 +373,40 @@ class _PatchMachine(ScoreMachine):
         return self.backend == "auto" and displacement.available(x)
 
     def _denoise_subset(self, x, a, s, k, cls, trace):
-        if self._use_native(x):
-            return self._denoise_native(x, a, s, k, cls, trace)
-        return self._denoise_attention(x, a, s, k, cls, trace)
+        Y, gidx, mu = self._training(x.dtype, x.device, cls)
+        if self.approx_images is None or self.approx_images >= Y.shape[0]:
+            return self._denoise_on(x, a, s, k, Y, gidx, mu, trace, cache=cls)
+        # Approximate mode: each image meets only the patches of its approx_images nearest
+        # training images, |x - a Y_n|, chosen afresh at every call (coarse to fine).
+        outs, traces = [], []
+        for b in range(x.shape[0]):
+            d = ((x[b : b + 1] - a[b] * Y) ** 2).flatten(1).sum(1)
+            near = torch.topk(d, self.approx_images, largest=False).indices.sort().values
+            o, t = self._denoise_on(x[b : b + 1], a[b : b + 1], s[b : b + 1], k, Y[near], gidx[near.cpu()], mu, trace,
+                                    cache=None)
+            outs.append(o)
+            traces.append(t)
+        x0 = torch.cat(outs)
+        if not trace:
+            return x0, None
+        return x0, Trace(*(torch.cat([getattr(t, f) for t in traces]) for f in
+                           ("source_image", "source_pixel", "weight", "effective")))
 
-    def _denoise_native(self, x, a, s, k, cls, trace):
-        Y, gidx, _ = self._training(x.dtype, x.device, cls)
+    def _denoise_on(self, x, a, s, k, Y, gidx, mu, trace, cache):
+        """Denoise x against the training images Y (global indices gidx); ``cache`` names the
+        candidate set for the key cache (None: do not cache)."""
+        if self._use_native(x):
+            return self._denoise_native(x, a, s, k, Y, gidx, trace, cache)
+        return self._denoise_attention(x, a, s, k, Y, gidx, mu, trace, cache)
+
+    def _denoise_native(self, x, a, s, k, Y, gidx, trace, cache):
         B, C, H, W = x.shape
         X, ox = displacement.pad_images(x, k, self.padding, extended=False)
         stream = displacement.DisplacementStream(
             X, ox, H, W, k, a, s, displacement.groups_for(self.name, self.padding, H, W, k), trace=trace
         )
         per_image = C * (2 * H + 2 * k) * (2 * W + 2 * k) * x.element_size()  # an upper bound
-        key = ("native", self.padding, k, cls, x.dtype, x.device)
+        key = None if cache is None else ("native", self.padding, k, cache, x.dtype, x.device)
         padded_n = -(-Y.shape[0] // displacement.NB) * displacement.NB  # blocks are filled up to NB images
         whole = self._cached_keys(key, per_image * padded_n, lambda: displacement.candidate_blocks(Y, k, self.padding)[0])
         if whole is not None:
@@ -394,8 +427,7 @@ class _PatchMachine(ScoreMachine):
             effective=res.entropy.exp(),
         )
 
-    def _denoise_attention(self, x, a, s, k, cls, trace):
-        Y, gidx, mu = self._training(x.dtype, x.device, cls)
+    def _denoise_attention(self, x, a, s, k, Y, gidx, mu, trace, cache):
         B, C, H, W = x.shape
         h = k // 2
         Dp = C * k * k
@@ -417,7 +449,7 @@ class _PatchMachine(ScoreMachine):
             q = x.new_empty(G, B, P, Dp + 1)
             q[..., :Dp] = xp[:, flat].view(B, G, P, Dp).permute(1, 0, 2, 3) * scale
             q[..., Dp] = bias
-            cache_key = (self.padding, k, H, W, bi, cls, x.dtype, x.device)
+            cache_key = None if cache is None else (self.padding, k, H, W, bi, cache, x.dtype, x.device)
             res = attend(
                 q.view(G, B * P, Dp + 1),
                 self._key_chunks(Y, mu_vec, k, pos, cache_key),
@@ -493,11 +525,14 @@ def make_machine(
     schedule: CosineSchedule | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     backend: str = "auto",
+    approx_images: int | None = None,
 ) -> ScoreMachine:
     """Build a machine by name: "ideal" (IS), "ls" (LS) or "els" (ELS; zeros = boundary-broken)."""
     if name not in MACHINES:
         raise InputError(f"unknown machine {name!r}; choose one of {', '.join(MACHINES)}")
     common = dict(labels=labels, schedule=schedule, memory_budget=memory_budget, backend=backend)
     if name == "ideal":
+        if approx_images is not None:
+            raise InputError("approx_images applies to LS and ELS only")
         return IdealMachine(images, **common)
-    return MACHINES[name](images, patch_size=patch_size, padding=padding, **common)
+    return MACHINES[name](images, patch_size=patch_size, padding=padding, approx_images=approx_images, **common)
