@@ -43,6 +43,7 @@ LIMIT = typer.Option(None, help="Use only the first N training images.")
 PER_CLASS = typer.Option(None, help="Use only the first N training images of each class.")
 DEVICE = typer.Option("auto", help="auto, cpu, cuda, cuda:N.")
 STEPS = typer.Option(20, help="DDIM steps on the grid t_j = (n - j)/n.")
+MODEL = typer.Option(..., "--model", help="Checkpoint folder, model.safetensors, TorchScript file, or a bundled network (mnist5k-resnet).")
 PATCH_SIZES = typer.Option(
     "mnist-resnet-zeros", "--patch-sizes", "-k",
     help="One size ('5'), one per step ('3,5,...'), a preset name, or a schedule .json.",
@@ -326,7 +327,7 @@ def _load_model_and_data(model: Path, dataset: str, root, limit, per_class, devi
 
 @app.command("calibrate")
 def calibrate_cmd(
-    model: Path = typer.Option(..., "--model", help="Checkpoint folder, model.safetensors, TorchScript file, or a bundled network (mnist5k-resnet)."),
+    model: Path = MODEL,
     dataset: str = DATASET,
     root: Optional[Path] = ROOT,
     limit: Optional[int] = LIMIT,
@@ -368,7 +369,7 @@ def calibrate_cmd(
 
 @app.command("compare")
 def compare_cmd(
-    model: Path = typer.Option(..., "--model", help="Checkpoint folder, model.safetensors, TorchScript file, or a bundled network (mnist5k-resnet)."),
+    model: Path = MODEL,
     dataset: str = DATASET,
     root: Optional[Path] = ROOT,
     limit: Optional[int] = LIMIT,

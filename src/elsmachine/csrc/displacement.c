@@ -144,6 +144,26 @@ static inline void FN(merge_one)(FN(state_t) *a, size_t ia, size_t Qa, const FN(
     }
 }
 
+/* L <- exp(L - m) lane by lane (lanes past ``valid`` get exactly 0), with the sum of the
+ * weights and, when ``with_u`` (a constant at every call, so each call compiles to its own
+ * loop), the sum of weight * (L - m) that the entropy needs. omp simd lets the reductions
+ * run in vector lanes (plain C fixes their order). */
+static inline void FN(exp_lanes)(REAL *L, REAL m, int valid, const int with_u, REAL *sum_out, REAL *u_out) {
+    REAL sum = 0, us = 0;
+#pragma omp simd reduction(+ : sum, us)
+    for (int v = 0; v < NB; v++) {
+        REAL z = L[v] - m;
+        z = z > EXP_FLOOR ? z : EXP_FLOOR;
+        REAL e = expr(z);
+        e = v < valid ? e : (REAL)0;
+        L[v] = e;
+        sum += e;
+        if (with_u) us += e * z;
+    }
+    *sum_out = sum;
+    *u_out = us;
+}
+
 /* One query pixel's update with one block of NB candidate logits L (values V: [C][NB]).
  * ``valid`` lanes (a prefix) are real images; the rest of a final block weigh exactly 0. */
 static inline void FN(update)(FN(state_t) *st, size_t q, size_t Q, int C, REAL *L, const REAL *V, int valid,
@@ -174,27 +194,10 @@ static inline void FN(update)(FN(state_t) *st, size_t q, size_t Q, int C, REAL *
     }
     REAL sum = 0, us = 0;
     if (trace) {
-#pragma omp simd reduction(+ : sum, us)
-        for (int v = 0; v < NB; v++) {
-            REAL z = L[v] - m;
-            z = z > EXP_FLOOR ? z : EXP_FLOOR;
-            REAL e = expr(z);
-            e = v < valid ? e : (REAL)0;
-            L[v] = e;
-            sum += e;
-            us += e * z;
-        }
+        FN(exp_lanes)(L, m, valid, 1, &sum, &us);
         st->u[q] += (ACC)us;
     } else {
-#pragma omp simd reduction(+ : sum)
-        for (int v = 0; v < NB; v++) {
-            REAL z = L[v] - m;
-            z = z > EXP_FLOOR ? z : EXP_FLOOR;
-            REAL e = expr(z);
-            e = v < valid ? e : (REAL)0;
-            L[v] = e;
-            sum += e;
-        }
+        FN(exp_lanes)(L, m, valid, 0, &sum, &us);
     }
     st->l[q] += (ACC)sum;
     for (int c = 0; c < C; c++) {
