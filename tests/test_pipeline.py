@@ -298,3 +298,23 @@ def test_benchmark_runs_and_its_baseline_agrees():
 
         torch.testing.assert_close(baseline_denoise(x, 0.4, Y, 3, pad), ref.patch_machine("els", x, 0.4, Y, 3, pad),
                                    rtol=0, atol=1e-10)
+
+
+# ----------------------------------------------------------------------------- shipped network
+def test_shipped_network_reproduces_its_published_comparison(tmp_path):
+    """The bundled ResNet and its calibrated schedule give, for seed 0, the r in docs/compare."""
+    import csv
+    from pathlib import Path
+
+    from elsmachine.network import bundled_model_path
+
+    net = load_network("mnist5k-resnet")
+    assert net.takes_labels and net.padding == "zeros" and net.num_classes == 10
+    sched = em.PatchSchedule.load(bundled_model_path("mnist5k-resnet") / "schedule.json")
+    assert len(sched.sizes) == 20 and sched.meta["criterion"] == "cosine"
+    ds = em.load_dataset("mnist5k")
+    m = em.ELSMachine(ds.images, labels=ds.labels)
+    summary = compare(net, {"els": m}, ds.images, [0], tmp_path, schedule=sched, steps=20, num_classes=10)
+    rows = list(csv.DictReader(open(Path(__file__).parents[1] / "docs" / "compare" / "results.csv")))
+    published = float(next(r for r in rows if r["seed"] == "0")["r_els"])
+    assert abs(summary["machines"]["els"]["median_r"] - published) < 1e-4
