@@ -395,9 +395,7 @@ def compare_cmd(
             if n not in ("ideal", "ls", "els"):
                 raise InputError(f"unknown machine {n!r} in --machines; choose from ideal, ls, els")
         if schedule is None:
-            from .network import BUNDLED_MODELS, bundled_model_path
-
-            folder = bundled_model_path(str(model)) if str(model) in BUNDLED_MODELS else Path(model)
+            folder = Path(net.meta["source"])  # load_network resolved bundled names to their folder
             folder = folder if folder.is_dir() else folder.parent
             if not (folder / "schedule.json").exists():
                 raise InputError(f"no --schedule given and no schedule.json beside the model in {folder}")
