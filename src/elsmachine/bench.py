@@ -82,37 +82,29 @@ def pairs_per_sample(cfg: BenchConfig) -> int:
 def flops_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, C: int = 1) -> float:
     """Arithmetic the formulation actually does for one denoiser call and one image.
 
-    Displacement form (LS, ELS): per displacement and image, the squared differences over the
-    query rectangle grown by k - 1 (3C flops a pixel), column sums of k rows (k flops, or 2
-    when running sums are used, k >= 7), row sums (likewise), then per pair the scale, max,
-    exp (counted as 10), sum and weighted sum (2 + 2C). Attention form (IS): the logits'
-    matrix product (2D flops a pair, D = C H W + 1), exp and weighted sum (2D)."""
+    Displacement form (LS, ELS), walking the kernel's groups and displacements: per
+    displacement and image, the squared differences over the query rectangle grown by k - 1
+    (3C flops a pixel); window sums down the columns and along the rows, k - 1 additions each
+    when summed afresh (k < 7) or 3 by segments (prefix, suffix and their sum); then per pair
+    the scale, max, exp (counted as 10), sum and weighted sum (2 + 2C). Attention form (IS):
+    the logits' matrix product (2D flops a pair, D = C H W + 1), exp and weighted sum (2D)."""
     if machine == "ideal":
         D = C * H * W + 1
         return n * (4.0 * D + 10)
+    from .displacement import groups_for
+
     h = k // 2
-    box = 2 if k >= 7 else k
-    groups = []
-    if machine == "ls":
-        groups = [((i, i), (j, j), (0, 0), (0, 0)) for i in range(H) for j in range(W)]
-    elif machine == "els-circular":
-        groups = [((0, H - 1), (0, W - 1), None, None)]
-    else:
-        for r0, r1 in row_classes(H, k):
-            for c0, c1 in row_classes(W, k):
-                groups.append(((r0, r1), (c0, c1), (r0 - r1, r1 - r0), (c0 - c1, c1 - c0)))
+    box = 3 if k >= 7 else k - 1
+    kind, padding = ("ls", "zeros") if machine == "ls" else ("els", machine.split("-")[1])
     total = 0.0
-    for (r0, r1), (c0, c1), dr, dc in groups:
-        qh, qw = r1 - r0 + 1, c1 - c0 + 1
-        if dr is None:  # circular: every displacement, the whole image
-            per_disp = (qh + 2 * h) * (qw + 2 * h) * 3 * C + qh * (qw + 2 * h) * box + qh * qw * box
-            total += H * W * (per_disp + qh * qw * (14 + 2 * C))
-            continue
-        for d_r in range(dr[0], dr[1] + 1):
-            rh = qh - abs(d_r)
-            for d_c in range(dc[0], dc[1] + 1):
-                rw = qw - abs(d_c)
-                if rh <= 0 or rw <= 0:
+    for qr0, qr1, qc0, qc1, dr0, dr1, dc0, dc1, pr0, pr1, pc0, pc1 in groups_for(kind, padding, H, W, k).tolist():
+        for dr in range(dr0, dr1 + 1):
+            rh = min(qr1, pr1 - dr) - max(qr0, pr0 - dr) + 1
+            if rh <= 0:
+                continue
+            for dc in range(dc0, dc1 + 1):
+                rw = min(qc1, pc1 - dc) - max(qc0, pc0 - dc) + 1
+                if rw <= 0:
                     continue
                 total += (rh + 2 * h) * (rw + 2 * h) * 3 * C + rh * (rw + 2 * h) * box + rh * rw * box
                 total += rh * rw * (14 + 2 * C)

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import torch
 
 from . import native
-from .patches import row_classes
 
 __all__ = ["available", "groups_for", "pad_images", "candidate_blocks", "DisplacementStream", "NB"]
 
@@ -31,20 +30,39 @@ def available(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and native.library() is not None
 
 
+def _axis_segments(n: int, k: int) -> list[tuple[int, int, int, int]]:
+    """Along one axis of a zero-padded ELS: (query lo, hi, displacement lo, hi) segments.
+
+    A query index and a candidate index share a footprint on this axis when they are equal
+    (displacement 0: every index, edge or interior) or both interior (any displacement between
+    interior indices). So the pairs of one axis are displacement 0 over the whole axis, and the
+    nonzero displacements, on each side, over the interior."""
+    lo, hi = k // 2, n - 1 - k // 2
+    segs = [(0, n - 1, 0, 0)]
+    if hi > lo:
+        segs += [(lo, hi, 1, hi - lo), (lo, hi, lo - hi, -1)]
+    return segs
+
+
 @functools.lru_cache(maxsize=256)
 def groups_for(kind: str, padding: str, H: int, W: int, k: int) -> torch.Tensor:
-    """Group rectangles [G, 12] int32 for machine ``kind`` ("ls" or "els") and ``padding``."""
-    rows = []
+    """Group rectangles [G, 12] int32 for machine ``kind`` ("ls" or "els") and ``padding``.
+
+    Footprint classes are products of row and column classes, so the zero-padded ELS pairs
+    (query, candidate with the same footprint) are the product of each axis's pairs: at most
+    3 x 3 groups whose displacements share one product image over the whole query rectangle,
+    instead of one group per footprint class each with its own margins."""
     if kind == "ls":
-        for i in range(H):
-            for j in range(W):
-                rows.append([i, i, j, j, 0, 0, 0, 0, i, i, j, j])
+        rows = [[0, H - 1, 0, W - 1, 0, 0, 0, 0, 0, H - 1, 0, W - 1]]
     elif padding == "circular":
-        rows.append([0, H - 1, 0, W - 1, 0, H - 1, 0, W - 1, 0, 2 * H - 2, 0, 2 * W - 2])
+        rows = [[0, H - 1, 0, W - 1, 0, H - 1, 0, W - 1, 0, 2 * H - 2, 0, 2 * W - 2]]
     else:
-        for r0, r1 in row_classes(H, k):
-            for c0, c1 in row_classes(W, k):
-                rows.append([r0, r1, c0, c1, r0 - r1, r1 - r0, c0 - c1, c1 - c0, r0, r1, c0, c1])
+        rows = []
+        for qr0, qr1, dr0, dr1 in _axis_segments(H, k):
+            for qc0, qc1, dc0, dc1 in _axis_segments(W, k):
+                pr0, pr1 = (0, H - 1) if dr0 == 0 else (qr0, qr1)
+                pc0, pc1 = (0, W - 1) if dc0 == 0 else (qc0, qc1)
+                rows.append([qr0, qr1, qc0, qc1, dr0, dr1, dc0, dc1, pr0, pr1, pc0, pc1])
     return torch.tensor(rows, dtype=torch.int32)
 
 

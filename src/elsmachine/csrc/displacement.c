@@ -19,10 +19,11 @@
  * LAZY, so terms stay below e^LAZY and rescaling is rare.
  *
  * Candidate sets are groups: a rectangle of query pixels, a rectangle of displacements and a
- * rectangle of allowed candidate pixels (coordinates of the candidate arrays). Zero-padded
- * ELS: one group per padding footprint, candidates in the same rectangle. Circular ELS: the
- * candidate arrays are periodic extensions, every displacement 0..H-1 x 0..W-1 taken once.
- * LS: one-pixel groups with displacement 0.
+ * rectangle of allowed candidate pixels (coordinates of the candidate arrays); groups may share
+ * query pixels as long as no (query, candidate) pair is in two of them. Zero-padded ELS: per
+ * axis, displacement 0 over every index and nonzero displacements over the interior, so at
+ * most 3 x 3 groups. Circular ELS: the candidate arrays are periodic extensions, every
+ * displacement 0..H-1 x 0..W-1 taken once. LS: displacement 0 over the whole image.
  *
  * Compiled twice from this file: REAL = float, and REAL = double with -DELS_DOUBLE.
  */
@@ -38,13 +39,10 @@
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 #define NB 64
-/* From this window size on, box sums are running sums (2 operations per step instead of k). */
-#ifndef SLIDE_MIN_K
-#if defined(ELS_DOUBLE)
-#define SLIDE_MIN_K (1 << 30) /* float64 is the reference path: always sum afresh */
-#else
-#define SLIDE_MIN_K 7
-#endif
+/* From this window size on, window sums go by segments (see run_item), a few operations a sum
+ * instead of k. */
+#ifndef SEG_MIN_K
+#define SEG_MIN_K 7
 #endif
 
 #if defined(ELS_DOUBLE)
@@ -62,20 +60,20 @@ typedef float REAL;
  * lane; even 10^7 such lanes change the sum by 4e-11 of itself, far below float32 rounding. */
 #define SKIP (-40.0f)
 #define LAZY 8.0f
-/* exp for x in [-87, 88]: Cody-Waite reduction by ln 2, degree-6 polynomial (Cephes expf
- * coefficients), 2^n built in the exponent bits. Within 2 ulp, and written so the compiler
- * vectorises the loops that call it (a libm call would not be). */
-static inline float expr(float x) {
+/* exp for x in [-87, 88]: Cody-Waite reduction by ln 2, then 1 + r + r^2 P(r) with P of degree
+ * 4 fitted for least relative error on [-ln2/2, ln2/2] (1.1 ulp there), 2^n built in the
+ * exponent bits. Written so the compiler vectorises the loops that call it (a libm call would
+ * not be). */
+static inline __attribute__((always_inline)) float expr(float x) {
     float t = x * 1.44269504088896341f;
     float n = floorf(t + 0.5f);
     float r = fmaf(n, -0.693359375f, x);
     r = fmaf(n, 2.12194440e-4f, r);
-    float p = 1.9875691500e-4f;
-    p = fmaf(p, r, 1.3981999507e-3f);
-    p = fmaf(p, r, 8.3334519073e-3f);
-    p = fmaf(p, r, 4.1665795894e-2f);
-    p = fmaf(p, r, 1.6666665459e-1f);
-    p = fmaf(p, r, 5.0000001201e-1f);
+    float p = 1.3879695930e-3f;
+    p = fmaf(p, r, 8.3686923711e-3f);
+    p = fmaf(p, r, 4.1667226333e-2f);
+    p = fmaf(p, r, 1.6666520879e-1f);
+    p = fmaf(p, r, 4.9999998256e-1f);
     p = fmaf(p, r * r, r) + 1.0f;
     int32_t e = ((int32_t)n + 127) << 23;
     float s;
@@ -209,8 +207,37 @@ static inline void FN(update)(FN(state_t) *st, size_t q, size_t Q, int C, REAL *
     }
 }
 
+/* Logits of one query pixel from its window sum S (+ S2) over NB lanes, and the update. */
+static inline __attribute__((always_inline)) void FN(emit)(FN(state_t) *st, size_t q, size_t Q, int C, REAL *L,
+                                                          const REAL *S, const REAL *S2, REAL inv2s2,
+                                                          const REAL *vals, int valid, int trace, int64_t n_base,
+                                                          int64_t pix) {
+    if (S2)
+        for (int v = 0; v < NB; v++) L[v] = (S[v] + S2[v]) * -inv2s2;
+    else
+        for (int v = 0; v < NB; v++) L[v] = S[v] * -inv2s2;
+    for (int v = valid; v < NB; v++) L[v] = -INFINITY; /* lanes past N */
+    FN(update)(st, q, Q, C, L, vals, valid, trace, n_base, pix);
+}
+
+/* Suffix sums, in place, of rows [0, n) of ``seg`` (each ``len`` long): seg[i] <- sum_{i' >= i} seg[i']. */
+static inline void FN(suffix_sums)(REAL *seg, int n, size_t len) {
+    for (int i = n - 2; i >= 0; i--) {
+        REAL *a = seg + (size_t)i * len;
+        const REAL *b = a + len;
+        for (size_t t = 0; t < len; t++) a[t] += b[t];
+    }
+}
+
 /* One group, one query image, candidate blocks [blk0, blk1), into a local state over the query
- * rectangle. Y: [nblocks][HY][WY][C][NB]; X: [C][HX][WX]. */
+ * rectangle. Y: [nblocks][HY][WY][C][NB]; X: [C][HX][WX].
+ *
+ * Window sums of k terms, down the columns and then along the rows: for k < SEG_MIN_K summed
+ * afresh; for larger k by segments of k (van Herk / Gil-Werman): a window starting at offset
+ * o of a segment is the suffix sum of that segment from o plus the prefix sum of the next
+ * segment up to o - 1, so each sum costs a few additions whatever k, and, unlike running sums
+ * (add the newest, subtract the oldest), adds only non-negative terms: its rounding stays
+ * relative to the distance itself, however large the terms that came and went before. */
 static void FN(run_item)(const REAL *X, int HX, int WX, int ox, const REAL *Y, int HY, int WY, int oy, int C, int k,
                          REAL a, REAL inv2s2, const int *g, int H, int W, int N, int blk0, int blk1,
                          FN(state_t) *st, int trace, REAL *work) {
@@ -221,16 +248,19 @@ static void FN(run_item)(const REAL *X, int HX, int WX, int ox, const REAL *Y, i
     const int QW = qc1 - qc0 + 1;
     const size_t Q = (size_t)(qr1 - qr0 + 1) * QW;
     const int RW = QW + 2 * h;              /* widest product row */
-    REAL *D = work;                         /* [k][RW][NB] ring of squared-difference rows */
-    REAL *Vs = D + (size_t)k * RW * NB;     /* [RW][NB] column sums of one output row */
+    const int seg = k >= SEG_MIN_K;
+    REAL *D = work;                         /* [k][RW][NB] squared-difference rows (slot i % k) */
+    REAL *P = D + (size_t)k * RW * NB;      /* [RW][NB] prefix over the current segment of rows */
+    REAL *Vs = P + (size_t)RW * NB;         /* [RW][NB] column sums of one output row */
     REAL *L = Vs + (size_t)RW * NB;         /* [NB] logits of one query pixel */
-    REAL *Srun = L + NB;                    /* [NB] running window sum along a row */
+    REAL *Prow = L + NB;                    /* [NB] prefix along a row */
     const size_t planeX = (size_t)HX * WX;
     const size_t pixY = (size_t)C * NB, blockY = (size_t)HY * WY * pixY;
 
     for (int blk = blk0; blk < blk1; blk++) {
         const REAL *Yb = Y + (size_t)blk * blockY;
         const int valid = N - blk * NB < NB ? N - blk * NB : NB;
+        const int64_t n_base = (int64_t)blk * NB;
         for (int dr = dr0; dr <= dr1; dr++) {
             const int r_lo = qr0 > pr0 - dr ? qr0 : pr0 - dr;
             const int r_hi = qr1 < pr1 - dr ? qr1 : pr1 - dr;
@@ -242,18 +272,11 @@ static void FN(run_item)(const REAL *X, int HX, int WX, int ox, const REAL *Y, i
                 if (c_lo > c_hi) continue;
                 const int nc = c_hi - c_lo + 1 + 2 * h;
                 const size_t rowlen = (size_t)nc * NB;
-                /* D rows live in a ring of k: row i (pixel row r_lo - h + i) sits in slot i % k.
-                 * Vs holds the column sums of the k rows in the ring: for small k summed afresh,
-                 * for large k kept as a running sum (add the new row, drop the one it replaces). */
-                const int slide = k >= SLIDE_MIN_K;
-                if (slide) memset(Vs, 0, sizeof(REAL) * rowlen);
                 for (int i = 0; i < nr; i++) {
-                    const int r = r_lo - h + i;
+                    const int r = r_lo - h + i, p = i % k;
                     const REAL *xr = X + (size_t)(r + ox) * WX + (c_lo - h + ox);
                     const REAL *yr = Yb + ((size_t)(r + dr + oy) * WY + (c_lo - h + dc + oy)) * pixY;
-                    REAL *Di = D + (size_t)(i % k) * rowlen;
-                    if (slide && i >= k)
-                        for (size_t t = 0; t < rowlen; t++) Vs[t] -= Di[t];
+                    REAL *Di = D + (size_t)p * rowlen;
                     /* D[j][v] = sum_c (x_c - a y_vc)^2 at pixel (r, c_lo - h + j) */
                     for (int j = 0; j < nc; j++) {
                         REAL *Dij = Di + (size_t)j * NB;
@@ -272,59 +295,94 @@ static void FN(run_item)(const REAL *X, int HX, int WX, int ox, const REAL *Y, i
                             }
                         }
                     }
-                    if (slide)
-                        for (size_t t = 0; t < rowlen; t++) Vs[t] += Di[t];
+                    if (seg) {
+                        /* P: the rows of this segment so far. The slots past p hold the suffix
+                         * sums of the previous segment, slot p its row that no window needs now. */
+                        if (p == 0) memcpy(P, Di, sizeof(REAL) * rowlen);
+                        else
+                            for (size_t t = 0; t < rowlen; t++) P[t] += Di[t];
+                    }
                     if (i < 2 * h) continue;
-                    /* Output row r_out = r - h. */
-                    const int r_out = r - h, pr = r_out + dr;
-                    if (!slide && k == 3) { /* the commonest late sizes, in one pass */
+                    /* Output row r_out = r - h: column sums of rows i - 2h .. i into Vs. */
+                    const REAL *Vc = Vs;
+                    if (seg) {
+                        if (p == k - 1) Vc = P; /* the window is this whole segment */
+                        else {
+                            const REAL *S = D + (size_t)(p + 1) * rowlen;
+                            for (size_t t = 0; t < rowlen; t++) Vs[t] = S[t] + P[t];
+                        }
+                    } else if (k == 1) {
+                        Vc = Di;
+                    } else if (k == 3) {
                         const REAL *D1 = D + rowlen, *D2 = D + 2 * rowlen;
                         for (size_t t = 0; t < rowlen; t++) Vs[t] = (D[t] + D1[t]) + D2[t];
-                    } else if (!slide && k == 5) {
+                    } else if (k == 5) {
                         const REAL *D1 = D + rowlen, *D2 = D + 2 * rowlen, *D3 = D + 3 * rowlen, *D4 = D + 4 * rowlen;
                         for (size_t t = 0; t < rowlen; t++) Vs[t] = ((D[t] + D1[t]) + (D2[t] + D3[t])) + D4[t];
-                    } else if (!slide) {
+                    } else {
                         for (size_t t = 0; t < rowlen; t++) Vs[t] = D[t];
                         for (int w = 1; w < k; w++) {
                             const REAL *Dw = D + (size_t)w * rowlen;
                             for (size_t t = 0; t < rowlen; t++) Vs[t] += Dw[t];
                         }
                     }
+                    /* Turn this segment's rows into its suffix sums for the next segment's windows. */
+                    if (seg && p == k - 1) FN(suffix_sums)(D, k, rowlen);
+
+                    const int r_out = r - h, pr = r_out + dr;
                     const int64_t prow = (int64_t)(((pr % H) + H) % H) * W;
-                    for (int v = 0; v < NB; v++) Srun[v] = 0;
-                    if (slide)
-                        for (int w = 0; w < 2 * h; w++)
-                            for (int v = 0; v < NB; v++) Srun[v] += Vs[(size_t)w * NB + v];
-                    for (int j = 0; j + 2 * h < nc; j++) {
-                        const REAL *V0 = Vs + (size_t)j * NB;
-                        if (slide) {
-                            /* window columns j..j+2h: add the newest, drop the one before j */
-                            const REAL *Vn = V0 + (size_t)(2 * h) * NB;
-                            for (int v = 0; v < NB; v++) Srun[v] += Vn[v];
-                            if (j > 0)
-                                for (int v = 0; v < NB; v++) Srun[v] -= V0[v - NB];
-                            for (int v = 0; v < NB; v++) L[v] = Srun[v] * -inv2s2;
-                        } else if (k == 3) {
-                            const REAL *V1 = V0 + NB, *V2 = V0 + 2 * NB;
-                            for (int v = 0; v < NB; v++) L[v] = ((V0[v] + V1[v]) + V2[v]) * -inv2s2;
-                        } else if (k == 5) {
-                            const REAL *V1 = V0 + NB, *V2 = V0 + 2 * NB, *V3 = V0 + 3 * NB, *V4 = V0 + 4 * NB;
-                            for (int v = 0; v < NB; v++) L[v] = (((V0[v] + V1[v]) + (V2[v] + V3[v])) + V4[v]) * -inv2s2;
-                        } else {
-                            for (int v = 0; v < NB; v++) L[v] = V0[v];
-                            for (int w = 1; w < k; w++) {
-                                const REAL *Vw = V0 + (size_t)w * NB;
-                                for (int v = 0; v < NB; v++) L[v] += Vw[v];
+                    const size_t qrow = (size_t)(r_out - qr0) * QW;
+                    const REAL *vrow = Yb + ((size_t)(pr + oy) * WY + oy) * pixY;
+#define EMIT(j, S, S2)                                                                                     \
+    do {                                                                                                   \
+        const int c_ = c_lo + (j), pc_ = c_ + dc;                                                          \
+        FN(emit)(st, qrow + (c_ - qc0), Q, C, L, (S), (S2), inv2s2, vrow + (size_t)pc_ * pixY, valid,      \
+                 trace, n_base, prow + (((pc_ % W) + W) % W));                                             \
+    } while (0)
+                    const int nout = nc - 2 * h;
+                    if (seg) {
+                        /* Along the row by segments of k columns; Vc is rewritten into suffix sums
+                         * one segment ahead of the prefix that reads its original values. */
+                        REAL *Vw = (REAL *)Vc;
+                        FN(suffix_sums)(Vw, k < nc ? k : nc, NB);
+                        for (int j0 = 0; j0 < nout; j0 += k) {
+                            EMIT(j0, Vw + (size_t)j0 * NB, NULL);
+                            for (int v = 0; v < NB; v++) Prow[v] = 0;
+                            for (int o = 1; o < k && j0 + o < nout; o++) {
+                                const REAL *Vn = Vw + (size_t)(j0 + k + o - 1) * NB;
+                                for (int v = 0; v < NB; v++) Prow[v] += Vn[v];
+                                EMIT(j0 + o, Vw + (size_t)(j0 + o) * NB, Prow);
                             }
-                            for (int v = 0; v < NB; v++) L[v] *= -inv2s2;
+                            const int n1 = nc - (j0 + k) < k ? nc - (j0 + k) : k;
+                            if (n1 > 0) FN(suffix_sums)(Vw + (size_t)(j0 + k) * NB, n1, NB);
                         }
-                        for (int v = valid; v < NB; v++) L[v] = -INFINITY; /* lanes past N */
-                        const int c = c_lo + j, pc = c + dc;
-                        const size_t q = (size_t)(r_out - qr0) * QW + (c - qc0);
-                        const REAL *vals = Yb + ((size_t)(pr + oy) * WY + (pc + oy)) * pixY;
-                        FN(update)(st, q, Q, C, L, vals, valid, trace, (int64_t)blk * NB,
-                                   prow + (((pc % W) + W) % W));
+                    } else {
+                        for (int j = 0; j < nout; j++) {
+                            const REAL *V0 = Vc + (size_t)j * NB;
+                            if (k == 1) {
+                                EMIT(j, V0, NULL);
+                            } else if (k == 5) {
+                                REAL *T = Prow;
+                                const REAL *V1 = V0 + NB, *V2 = V0 + 2 * NB, *V3 = V0 + 3 * NB;
+                                for (int v = 0; v < NB; v++) T[v] = (V0[v] + V1[v]) + (V2[v] + V3[v]);
+                                EMIT(j, T, V0 + 4 * NB);
+                            } else if (k == 3) {
+                                REAL *T = Prow;
+                                const REAL *V1 = V0 + NB, *V2 = V0 + 2 * NB;
+                                for (int v = 0; v < NB; v++) T[v] = V0[v] + V1[v];
+                                EMIT(j, T, V2);
+                            } else {
+                                REAL *T = Prow;
+                                for (int v = 0; v < NB; v++) T[v] = V0[v];
+                                for (int w = 1; w < k - 1; w++) {
+                                    const REAL *Vw = V0 + (size_t)w * NB;
+                                    for (int v = 0; v < NB; v++) T[v] += Vw[v];
+                                }
+                                EMIT(j, T, V0 + (size_t)(k - 1) * NB);
+                            }
+                        }
                     }
+#undef EMIT
                 }
             }
         }
@@ -353,7 +411,7 @@ int FN(els_stream)(const REAL *X, int B, int HX, int WX, int ox, const REAL *Y, 
         const int *gg = groups + 12 * g;
         size_t qh = gg[1] - gg[0] + 1, qw = gg[3] - gg[2] + 1;
         if (qh * qw > maxQ) maxQ = qh * qw;
-        size_t w = ((size_t)k + 1) * (qw + 2 * (k / 2)) * NB + 2 * NB;
+        size_t w = ((size_t)k + 2) * (qw + 2 * (k / 2)) * NB + 2 * NB;
         (void)qh;
         if (w > maxWork) maxWork = w;
     }
@@ -398,13 +456,11 @@ int FN(els_stream)(const REAL *X, int B, int HX, int WX, int ox, const REAL *Y, 
             for (size_t i = 0; i < Q; i++) st.tn[i] += n_offset;
     }
 
-    /* Merge the partial states into the caller's state, one (b, g) at a time, in split order. */
+    /* Merge the partial states into the caller's state in a fixed order (group, then split), so
+     * results do not depend on the threads. Groups may share query pixels (each takes its own
+     * displacements), so the images, not the groups, are what run in parallel. */
 #pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (long bg = 0; bg < items_bg; bg++) {
-        const int g = (int)(bg % G), b = (int)(bg / G);
-        const int *gg = groups + 12 * g;
-        const int QW = gg[3] - gg[2] + 1;
-        const size_t Q = (size_t)(gg[1] - gg[0] + 1) * QW;
+    for (int b = 0; b < B; b++) {
         FN(state_t) glob;
         glob.m = m + HWs * b;
         glob.l = l + HWs * b;
@@ -413,13 +469,18 @@ int FN(els_stream)(const REAL *X, int B, int HX, int WX, int ox, const REAL *Y, 
         glob.acc = acc + HWs * C * b;
         glob.tn = trace ? tn + HWs * b : NULL;
         glob.tp = trace ? tp + HWs * b : NULL;
-        for (int s = 0; s < nsplit; s++) {
-            const long it = bg * nsplit + s;
-            FN(state_t) st;
-            FN(state_view)(&st, sbuf + per_state * it, trace ? ibuf + 2 * maxQ * it : NULL, Q, trace);
-            for (size_t q = 0; q < Q; q++) {
-                const size_t pix = (size_t)(gg[0] + q / QW) * W + (gg[2] + q % QW);
-                FN(merge_one)(&glob, pix, HWs, &st, q, Q, C, trace);
+        for (int g = 0; g < G; g++) {
+            const int *gg = groups + 12 * g;
+            const int QW = gg[3] - gg[2] + 1;
+            const size_t Q = (size_t)(gg[1] - gg[0] + 1) * QW;
+            for (int s = 0; s < nsplit; s++) {
+                const long it = ((long)b * G + g) * nsplit + s;
+                FN(state_t) st;
+                FN(state_view)(&st, sbuf + per_state * it, trace ? ibuf + 2 * maxQ * it : NULL, Q, trace);
+                for (size_t q = 0; q < Q; q++) {
+                    const size_t pix = (size_t)(gg[0] + q / QW) * W + (gg[2] + q % QW);
+                    FN(merge_one)(&glob, pix, HWs, &st, q, Q, C, trace);
+                }
             }
         }
     }
