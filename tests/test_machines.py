@@ -37,6 +37,20 @@ def test_patch_machines_match_reference(kind, padding, k, backend):
         torch.testing.assert_close(m.denoise(x, t), ref.patch_machine(kind, x, t, Y, k, padding), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("padding", ["zeros", "circular"])
+@pytest.mark.parametrize("k,H,W", [(7, 12, 13), (9, 11, 12)])
+def test_segmented_window_sums_match_reference(padding, k, H, W):
+    """Windows of 7 and more are summed by segments of k (several segments per row and column
+    here), with footprint groups that share query pixels (zeros, over more than one block of 64
+    images): both against the reference, in float64 and float32."""
+    Y, x = data(N=66 if padding == "zeros" else 5, C=1, H=H, W=W, B=2, seed=k)
+    m = em.ELSMachine(Y, patch_size=k, padding=padding, backend="native")
+    for t in (0.15, 0.8):
+        expect = ref.patch_machine("els", x, t, Y, k, padding)
+        torch.testing.assert_close(m.denoise(x, t), expect, rtol=0, atol=1e-12)
+        torch.testing.assert_close(m.denoise(x.float(), t).double(), expect, rtol=0, atol=1e-4)
+
+
 @pytest.mark.parametrize("kind", ["ls", "els"])
 @pytest.mark.parametrize("padding", ["zeros", "circular"])
 def test_three_channels_and_per_image_times(kind, padding):
@@ -155,3 +169,48 @@ def test_approximate_mode_is_exact_elsmachine_on_the_nearest_images():
     torch.testing.assert_close(em.ELSMachine(Y, patch_size=3, approx_images=6).denoise(x, 0.3), exact, rtol=0, atol=0)
     with pytest.raises(em.InputError, match="approx_images"):
         em.ELSMachine(Y, patch_size=3, approx_images=0)
+
+
+@pytest.mark.parametrize("padding", ["zeros", "circular"])
+@pytest.mark.parametrize("k,radius", [(3, 1), (3, 2), (5, 2), (1, 3)])
+def test_approx_radius_matches_a_reference_with_near_candidates_only(padding, k, radius, monkeypatch):
+    """approx_radius keeps the candidates within radius pixels of the query along each axis
+    (around the torus for circular), and nothing else changes."""
+    H, W = 8, 9
+    exact = ref.candidates
+
+    def near(kind, i, j, H_, W_, k_, padding_):
+        def dist(a, b, n):
+            d = abs(a - b)
+            return min(d, n - d) if padding_ == "circular" else d
+
+        return [(r, c) for r, c in exact(kind, i, j, H_, W_, k_, padding_) if dist(r, i, H_) <= radius and dist(c, j, W_) <= radius]
+
+    monkeypatch.setattr(ref, "candidates", near)
+    Y, x = data(N=3, C=1, H=H, W=W, B=2, seed=radius)
+    m = em.ELSMachine(Y, patch_size=k, padding=padding, approx_radius=radius)
+    for t in (0.1, 0.7):
+        torch.testing.assert_close(m.denoise(x, t), ref.patch_machine("els", x, t, Y, k, padding), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("padding", ["zeros", "circular"])
+def test_approx_radius_zero_is_ls_and_a_covering_radius_is_exact(padding):
+    Y, x = data(N=5, C=1, H=7, W=6, B=2)
+    for k in (3, 5):
+        els = em.ELSMachine(Y, patch_size=k, padding=padding)
+        torch.testing.assert_close(em.ELSMachine(Y, patch_size=k, padding=padding, approx_radius=0).denoise(x, 0.3),
+                                   em.LocalMachine(Y, patch_size=k, padding=padding).denoise(x, 0.3), rtol=0, atol=1e-12)
+        torch.testing.assert_close(em.ELSMachine(Y, patch_size=k, padding=padding, approx_radius=7).denoise(x, 0.3),
+                                   els.denoise(x, 0.3), rtol=0, atol=1e-12)
+
+
+def test_approx_radius_errors():
+    Y, _ = data()
+    with pytest.raises(em.InputError, match="approx_radius"):
+        em.ELSMachine(Y, approx_radius=-1)
+    with pytest.raises(em.InputError, match="approx_radius"):
+        em.LocalMachine(Y, approx_radius=2)
+    with pytest.raises(em.InputError, match="approx_radius"):
+        em.ELSMachine(Y, approx_radius=2, backend="explicit")
+    with pytest.raises(em.InputError, match="approx_radius"):
+        em.make_machine("ideal", Y, approx_radius=2)

@@ -281,8 +281,9 @@ def test_pipeline_cli_end_to_end(tmp_path):
 def test_benchmark_runs_and_its_baseline_agrees():
     from elsmachine.bench import BenchConfig, baseline_denoise, pairs_for, run_benchmark
 
-    report = run_benchmark([BenchConfig("els-zeros", 16, 1, steps=2, baseline=True), BenchConfig("ideal", 16, 2, steps=2)])
-    a, b = report["results"]
+    report = run_benchmark([BenchConfig("els-zeros", 16, 1, steps=2, baseline=True), BenchConfig("ideal", 16, 2, steps=2),
+                            BenchConfig("els-zeros", 16, 2, steps=2, radius=2)])
+    a, b, c = report["results"]
     assert report["matmul_gflops"] > 0 and report["idle_peak_mb"] > 0
     ks = em.preset("mnist-resnet-zeros").sizes_for(em.ddim_grid(2))
     assert ks == [15, 9]
@@ -290,6 +291,9 @@ def test_benchmark_runs_and_its_baseline_agrees():
     assert a["speedup"] > 0 and a["baseline_max_diff"] < 1e-4 and a["peak_mb"] > 0
     assert a["fidelity_max_abs"] < 1e-4 and a["fidelity_min_r2"] > 0.99999
     assert b["backend"] == "attention" and b["pairs_per_s"] > 0
+    # The approximate mode with near candidates only: fewer pairs, compared with exact.
+    assert c["pairs"] == 2 * sum(pairs_for("els-zeros", k, 16, radius=2) for k in ks) < 2 * a["pairs"]
+    assert c["approx_speedup"] > 0 and 0 <= c["approx_min_r2"] <= c["approx_median_r2"] <= 1
     # The baseline is the same math: it matches the float64 reference.
     Y = torch.rand(3, 1, 5, 6, dtype=torch.float64) * 2 - 1
     x = torch.randn(1, 1, 5, 6, dtype=torch.float64)

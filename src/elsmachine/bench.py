@@ -51,6 +51,7 @@ class BenchConfig:
     preset: str = "mnist-resnet-zeros"
     baseline: bool = False  # also time the straightforward implementation
     approx: int | None = None  # approximate mode: candidates from this many nearest images
+    radius: int | None = None  # approximate mode: candidates within this many pixels of the query
     dtype: str = "float32"
     device: str = "cpu"
 
@@ -62,8 +63,19 @@ def _sizes(cfg: BenchConfig) -> list[int]:
     return preset(cfg.preset).sizes_for(ddim_grid(cfg.steps))
 
 
-def pairs_for(machine: str, k: int, n: int, H: int = 32, W: int = 32) -> int:
-    """Candidate pairs of one denoiser call for one image."""
+def pairs_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, radius: int | None = None) -> int:
+    """Candidate pairs of one denoiser call for one image (``radius``: the approximate mode
+    that keeps candidates within that many pixels of the query, ELS only)."""
+    if radius is not None:
+        from .displacement import groups_for
+
+        total = 0
+        for qr0, qr1, qc0, qc1, dr0, dr1, dc0, dc1, pr0, pr1, pc0, pc1 in groups_for(
+                "els", machine.split("-")[1], H, W, k, radius).tolist():
+            rows = sum(max(0, min(qr1, pr1 - d) - max(qr0, pr0 - d) + 1) for d in range(dr0, dr1 + 1))
+            cols = sum(max(0, min(qc1, pc1 - d) - max(qc0, pc0 - d) + 1) for d in range(dc0, dc1 + 1))
+            total += rows * cols
+        return total * n
     if machine == "els-zeros":
         return sum(((r1 - r0 + 1) * (c1 - c0 + 1)) ** 2 * n for r0, r1 in row_classes(H, k) for c0, c1 in row_classes(W, k))
     if machine == "els-circular":
@@ -74,12 +86,12 @@ def pairs_for(machine: str, k: int, n: int, H: int = 32, W: int = 32) -> int:
 
 
 def pairs_per_sample(cfg: BenchConfig) -> int:
-    """Pairs actually weighed: the approximate mode weighs only its nearest images."""
+    """Pairs actually weighed: the approximate modes weigh only their nearest images or pixels."""
     n = min(cfg.n, cfg.approx) if cfg.approx else cfg.n
-    return sum(pairs_for(cfg.machine, k, n) for k in _sizes(cfg)) * cfg.batch
+    return sum(pairs_for(cfg.machine, k, n, radius=cfg.radius) for k in _sizes(cfg)) * cfg.batch
 
 
-def flops_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, C: int = 1) -> float:
+def flops_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, C: int = 1, radius: int | None = None) -> float:
     """Arithmetic the formulation actually does for one denoiser call and one image.
 
     Displacement form (LS, ELS), walking the kernel's groups and displacements: per
@@ -97,7 +109,7 @@ def flops_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, C: int = 1
     box = 3 if k >= 7 else k - 1
     kind, padding = ("ls", "zeros") if machine == "ls" else ("els", machine.split("-")[1])
     total = 0.0
-    for qr0, qr1, qc0, qc1, dr0, dr1, dc0, dc1, pr0, pr1, pc0, pc1 in groups_for(kind, padding, H, W, k).tolist():
+    for qr0, qr1, qc0, qc1, dr0, dr1, dc0, dc1, pr0, pr1, pc0, pc1 in groups_for(kind, padding, H, W, k, radius).tolist():
         for dr in range(dr0, dr1 + 1):
             rh = min(qr1, pr1 - dr) - max(qr0, pr0 - dr) + 1
             if rh <= 0:
@@ -188,7 +200,7 @@ def run_one(cfg: BenchConfig) -> dict:
         return {**asdict(cfg), "peak_mb": _peak_rss_mb()}
     dt = getattr(torch, cfg.dtype)
     name, padding = (cfg.machine.split("-") + ["zeros"])[:2]
-    m = make_machine(name, Y, padding=padding, approx_images=cfg.approx)
+    m = make_machine(name, Y, padding=padding, approx_images=cfg.approx, approx_radius=cfg.radius)
     noise = seed_noise(list(range(cfg.batch)), (1, 32, 32), dtype=dt)
     ks = None if name == "ideal" else cfg.preset
     ddim_sample(m, noise[:1], steps=2, patch_sizes=None if ks is None else [3, 3])  # warm up (compile, caches)
@@ -197,11 +209,11 @@ def run_one(cfg: BenchConfig) -> dict:
     seconds = time.perf_counter() - t0
     sizes = _sizes(cfg)
     pairs = pairs_per_sample(cfg)
-    flops = sum(flops_for(cfg.machine, k, min(cfg.n, cfg.approx or cfg.n)) for k in sizes) * cfg.batch
+    flops = sum(flops_for(cfg.machine, k, min(cfg.n, cfg.approx or cfg.n), radius=cfg.radius) for k in sizes) * cfg.batch
     res = {**asdict(cfg), "seconds": seconds, "seconds_per_sample": seconds / cfg.batch, "pairs": pairs,
            "pairs_per_s": pairs / seconds, "gflops": flops / seconds / 1e9,
            "peak_mb": _peak_rss_mb(), "backend": _backend(m, noise)}
-    if cfg.approx is not None:
+    if cfg.approx is not None or cfg.radius is not None:
         from .metrics import pearson
 
         exact_m = make_machine(name, Y, padding=padding)

@@ -559,6 +559,7 @@ def bench_cmd(
     baseline: str = typer.Option("els-zeros:500:1", help="Configurations (machine:n:batch, comma list) also timed against the straightforward baseline; 'none' for none."),
     skip: str = typer.Option("", help="Configurations (machine:n:batch, comma list) to leave out."),
     approx: str = typer.Option("", help="Approximate mode: also run ELS zeros, batch 1, with candidates from this many nearest images (comma list, e.g. 64,256; multiples of 64 fill the kernel's blocks), against exact."),
+    approx_radius: str = typer.Option("", help="Approximate mode: also run ELS zeros, batch 4, with candidates only within this many pixels of the query along each axis (comma list, e.g. 4,8), against exact."),
     quick: bool = typer.Option(False, "--quick", help="A tiny run (N = 64, batch 1 and 2, 4 steps) that checks the benchmark itself."),
     out: Path = typer.Option(Path("bench.json"), "--out", "-o"),
 ):
@@ -585,6 +586,10 @@ def bench_cmd(
                 for m in names for nn in ns for b in bs if f"{m}:{nn}:{b}" not in left_out]
         ks_approx = [int(v) for v in approx.split(",") if v.strip()]
         cfgs += [BenchConfig(machine="els-zeros", n=nn, batch=1, steps=st, approx=K) for nn in ns for K in ks_approx if K < nn]
+        radii = [int(v) for v in approx_radius.split(",") if v.strip()]
+        if any(r < 0 for r in radii):
+            raise InputError(f"--approx-radius takes non-negative integers, got {approx_radius!r}")
+        cfgs += [BenchConfig(machine="els-zeros", n=nn, batch=4, steps=st, radius=R) for nn in ns for R in radii]
     except (InputError, ValueError) as e:
         _fail(InputError(str(e)))
     with _progress() as prog:
@@ -600,7 +605,8 @@ def bench_cmd(
         if "error" in r:
             tab.add_row(r["machine"], str(r["n"]), str(r["batch"]), r["error"], *[""] * 7)
             continue
-        label = r["machine"] + (f" approx {r['approx']}" if r.get("approx") else "")
+        label = r["machine"] + (f" approx {r['approx']}" if r.get("approx") else "") + (
+            f" radius {r['radius']}" if r.get("radius") is not None else "")
         tab.add_row(label, str(r["n"]), str(r["batch"]), f"{r['seconds_per_sample']:.3f}",
                     f"{r['pairs_per_s']:.3g}", f"{r['gflops']:.1f}", f"{r['matmul_fraction']:.0%}",
                     f"{r.get('peak_mb_over_idle', r['peak_mb']):.0f}", r["backend"],
@@ -609,7 +615,9 @@ def bench_cmd(
     _out_console().print(tab)
     for r in report["results"]:
         if "approx_speedup" in r:
-            print(f"approximate ELS ({r['approx']} nearest of N={r['n']} images): {r['approx_speedup']:.1f}x faster than exact; "
+            what = (f"{r['approx']} nearest of N={r['n']} images" if r.get("approx") else
+                    f"candidates within {r['radius']} pixels, N={r['n']}, batch {r['batch']}")
+            print(f"approximate ELS ({what}): {r['approx_speedup']:.1f}x faster than exact; "
                   f"final samples against exact: median r^2 {r['approx_median_r2']:.5f}, smallest {r['approx_min_r2']:.5f}"
                   + ("" if r["approx_min_r2"] >= 0.999 else " (below 0.999: not recommended)"))
         if "fidelity_max_abs" in r:

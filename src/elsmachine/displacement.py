@@ -30,36 +30,48 @@ def available(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and native.library() is not None
 
 
-def _axis_segments(n: int, k: int) -> list[tuple[int, int, int, int]]:
+def _axis_segments(n: int, k: int, radius: int | None = None) -> list[tuple[int, int, int, int]]:
     """Along one axis of a zero-padded ELS: (query lo, hi, displacement lo, hi) segments.
 
     A query index and a candidate index share a footprint on this axis when they are equal
     (displacement 0: every index, edge or interior) or both interior (any displacement between
     interior indices). So the pairs of one axis are displacement 0 over the whole axis, and the
-    nonzero displacements, on each side, over the interior."""
+    nonzero displacements, on each side, over the interior (up to ``radius`` if given)."""
     lo, hi = k // 2, n - 1 - k // 2
+    reach = hi - lo if radius is None else min(hi - lo, radius)
     segs = [(0, n - 1, 0, 0)]
-    if hi > lo:
-        segs += [(lo, hi, 1, hi - lo), (lo, hi, lo - hi, -1)]
+    if reach > 0:
+        segs += [(lo, hi, 1, reach), (lo, hi, -reach, -1)]
     return segs
 
 
+def _circular_ranges(n: int, radius: int | None) -> list[tuple[int, int]]:
+    """Displacements 0..n-1 (mod n) of a circular axis, or those within ``radius`` of 0."""
+    if radius is None or 2 * radius + 1 >= n:
+        return [(0, n - 1)]
+    return [(0, radius), (n - radius, n - 1)]
+
+
 @functools.lru_cache(maxsize=256)
-def groups_for(kind: str, padding: str, H: int, W: int, k: int) -> torch.Tensor:
+def groups_for(kind: str, padding: str, H: int, W: int, k: int, radius: int | None = None) -> torch.Tensor:
     """Group rectangles [G, 12] int32 for machine ``kind`` ("ls" or "els") and ``padding``.
 
     Footprint classes are products of row and column classes, so the zero-padded ELS pairs
     (query, candidate with the same footprint) are the product of each axis's pairs: at most
     3 x 3 groups whose displacements share one product image over the whole query rectangle,
-    instead of one group per footprint class each with its own margins."""
+    instead of one group per footprint class each with its own margins.
+
+    ``radius`` (ELS, approximate): only candidates at most ``radius`` pixels from the query
+    along each axis."""
     if kind == "ls":
         rows = [[0, H - 1, 0, W - 1, 0, 0, 0, 0, 0, H - 1, 0, W - 1]]
     elif padding == "circular":
-        rows = [[0, H - 1, 0, W - 1, 0, H - 1, 0, W - 1, 0, 2 * H - 2, 0, 2 * W - 2]]
+        rows = [[0, H - 1, 0, W - 1, dr0, dr1, dc0, dc1, 0, 2 * H - 2, 0, 2 * W - 2]
+                for dr0, dr1 in _circular_ranges(H, radius) for dc0, dc1 in _circular_ranges(W, radius)]
     else:
         rows = []
-        for qr0, qr1, dr0, dr1 in _axis_segments(H, k):
-            for qc0, qc1, dc0, dc1 in _axis_segments(W, k):
+        for qr0, qr1, dr0, dr1 in _axis_segments(H, k, radius):
+            for qc0, qc1, dc0, dc1 in _axis_segments(W, k, radius):
                 pr0, pr1 = (0, H - 1) if dr0 == 0 else (qr0, qr1)
                 pc0, pc1 = (0, W - 1) if dc0 == 0 else (qc0, qc1)
                 rows.append([qr0, qr1, qc0, qc1, dr0, dr1, dc0, dc1, pr0, pr1, pc0, pc1])
