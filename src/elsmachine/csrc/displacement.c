@@ -148,6 +148,20 @@ static inline void FN(merge_one)(FN(state_t) *a, size_t ia, size_t Qa, const FN(
  * run in vector lanes (plain C fixes their order). */
 static inline void FN(exp_lanes)(REAL *L, REAL m, int valid, const int with_u, REAL *sum_out, REAL *u_out) {
     REAL sum = 0, us = 0;
+    if (valid == NB) { /* every block but the last: no lanes to clear */
+#pragma omp simd reduction(+ : sum, us)
+        for (int v = 0; v < NB; v++) {
+            REAL z = L[v] - m;
+            z = z > EXP_FLOOR ? z : EXP_FLOOR;
+            REAL e = expr(z);
+            L[v] = e;
+            sum += e;
+            if (with_u) us += e * z;
+        }
+        *sum_out = sum;
+        *u_out = us;
+        return;
+    }
 #pragma omp simd reduction(+ : sum, us)
     for (int v = 0; v < NB; v++) {
         REAL z = L[v] - m;
