@@ -67,15 +67,7 @@ def pairs_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, radius: in
     """Candidate pairs of one denoiser call for one image (``radius``: the approximate mode
     that keeps candidates within that many pixels of the query, ELS only)."""
     if radius is not None:
-        from .displacement import groups_for
-
-        total = 0
-        for qr0, qr1, qc0, qc1, dr0, dr1, dc0, dc1, pr0, pr1, pc0, pc1 in groups_for(
-                "els", machine.split("-")[1], H, W, k, radius).tolist():
-            rows = sum(max(0, min(qr1, pr1 - d) - max(qr0, pr0 - d) + 1) for d in range(dr0, dr1 + 1))
-            cols = sum(max(0, min(qc1, pc1 - d) - max(qc0, pc0 - d) + 1) for d in range(dc0, dc1 + 1))
-            total += rows * cols
-        return total * n
+        return sum(rh * rw for rh, rw in _kernel_rectangles(machine, k, H, W, radius)) * n
     if machine == "els-zeros":
         return sum(((r1 - r0 + 1) * (c1 - c0 + 1)) ** 2 * n for r0, r1 in row_classes(H, k) for c0, c1 in row_classes(W, k))
     if machine == "els-circular":
@@ -103,12 +95,21 @@ def flops_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, C: int = 1
     if machine == "ideal":
         D = C * H * W + 1
         return n * (4.0 * D + 10)
-    from .displacement import groups_for
-
     h = k // 2
     box = 3 if k >= 7 else k - 1
-    kind, padding = ("ls", "zeros") if machine == "ls" else ("els", machine.split("-")[1])
     total = 0.0
+    for rh, rw in _kernel_rectangles(machine, k, H, W, radius):
+        total += (rh + 2 * h) * (rw + 2 * h) * 3 * C + rh * (rw + 2 * h) * box + rh * rw * box
+        total += rh * rw * (14 + 2 * C)
+    return total * n
+
+
+def _kernel_rectangles(machine: str, k: int, H: int, W: int, radius: int | None = None):
+    """(rows, columns) of the query rectangle of every displacement the kernel visits for LS or
+    ELS, clipped to the candidates as csrc/displacement.c clips them."""
+    from .displacement import groups_for
+
+    kind, padding = ("ls", "zeros") if machine == "ls" else ("els", machine.split("-")[1])
     for qr0, qr1, qc0, qc1, dr0, dr1, dc0, dc1, pr0, pr1, pc0, pc1 in groups_for(kind, padding, H, W, k, radius).tolist():
         for dr in range(dr0, dr1 + 1):
             rh = min(qr1, pr1 - dr) - max(qr0, pr0 - dr) + 1
@@ -116,11 +117,8 @@ def flops_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, C: int = 1
                 continue
             for dc in range(dc0, dc1 + 1):
                 rw = min(qc1, pc1 - dc) - max(qc0, pc0 - dc) + 1
-                if rw <= 0:
-                    continue
-                total += (rh + 2 * h) * (rw + 2 * h) * 3 * C + rh * (rw + 2 * h) * box + rh * rw * box
-                total += rh * rw * (14 + 2 * C)
-    return total * n
+                if rw > 0:
+                    yield rh, rw
 
 
 def matmul_gflops(seconds: float = 2.0, size: int = 2048) -> float:
