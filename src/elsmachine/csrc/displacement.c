@@ -142,32 +142,19 @@ static inline void FN(merge_one)(FN(state_t) *a, size_t ia, size_t Qa, const FN(
     }
 }
 
-/* L <- exp(L - m) lane by lane (lanes past ``valid`` get exactly 0), with the sum of the
- * weights and, when ``with_u`` (a constant at every call, so each call compiles to its own
- * loop), the sum of weight * (L - m) that the entropy needs. omp simd lets the reductions
+/* L <- exp(L - m) lane by lane (with ``masked``, lanes past ``valid`` get exactly 0), with the
+ * sum of the weights and, when ``with_u``, the sum of weight * (L - m) that the entropy needs.
+ * Both flags are constants at every call, so each call compiles to its own loop. omp simd lets the reductions
  * run in vector lanes (plain C fixes their order). */
-static inline void FN(exp_lanes)(REAL *L, REAL m, int valid, const int with_u, REAL *sum_out, REAL *u_out) {
+static inline void FN(exp_lanes)(REAL *L, REAL m, int valid, const int masked, const int with_u, REAL *sum_out,
+                                 REAL *u_out) {
     REAL sum = 0, us = 0;
-    if (valid == NB) { /* every block but the last: no lanes to clear */
-#pragma omp simd reduction(+ : sum, us)
-        for (int v = 0; v < NB; v++) {
-            REAL z = L[v] - m;
-            z = z > EXP_FLOOR ? z : EXP_FLOOR;
-            REAL e = expr(z);
-            L[v] = e;
-            sum += e;
-            if (with_u) us += e * z;
-        }
-        *sum_out = sum;
-        *u_out = us;
-        return;
-    }
 #pragma omp simd reduction(+ : sum, us)
     for (int v = 0; v < NB; v++) {
         REAL z = L[v] - m;
         z = z > EXP_FLOOR ? z : EXP_FLOOR;
         REAL e = expr(z);
-        e = v < valid ? e : (REAL)0;
+        if (masked) e = v < valid ? e : (REAL)0;
         L[v] = e;
         sum += e;
         if (with_u) us += e * z;
@@ -205,11 +192,14 @@ static inline void FN(update)(FN(state_t) *st, size_t q, size_t Q, int C, REAL *
         st->tp[q] = pix;
     }
     REAL sum = 0, us = 0;
+    /* Lanes past N exist in the last block only: every other block skips clearing them. */
     if (trace) {
-        FN(exp_lanes)(L, m, valid, 1, &sum, &us);
+        if (valid == NB) FN(exp_lanes)(L, m, valid, 0, 1, &sum, &us);
+        else FN(exp_lanes)(L, m, valid, 1, 1, &sum, &us);
         st->u[q] += (ACC)us;
     } else {
-        FN(exp_lanes)(L, m, valid, 0, &sum, &us);
+        if (valid == NB) FN(exp_lanes)(L, m, valid, 0, 0, &sum, &us);
+        else FN(exp_lanes)(L, m, valid, 1, 0, &sum, &us);
     }
     st->l[q] += (ACC)sum;
     for (int c = 0; c < C; c++) {
