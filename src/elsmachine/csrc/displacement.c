@@ -55,30 +55,33 @@ static inline double expr(double x) { return exp(x); }
 #else
 typedef float REAL;
 #define SUFFIX _f32
-#define EXP_FLOOR (-87.0f)
 /* A block whose best logit is 40 below the running max adds less than e^-40 = 4e-18 of it per
  * lane; even 10^7 such lanes change the sum by 4e-11 of itself, far below float32 rounding. */
 #define SKIP (-40.0f)
 #define LAZY 8.0f
-/* exp for x in [-87, 88]: Cody-Waite reduction by ln 2, then 1 + r + r^2 P(r) with P of degree
- * 4 fitted for least relative error on [-ln2/2, ln2/2] (1.1 ulp there), 2^n built in the
- * exponent bits. Written so the compiler vectorises the loops that call it (a libm call would
- * not be). */
-static inline __attribute__((always_inline)) float expr(float x) {
-    float t = x * 1.44269504088896341f;
-    float n = floorf(t + 0.5f);
-    float r = fmaf(n, -0.693359375f, x);
-    r = fmaf(n, 2.12194440e-4f, r);
-    float p = 1.3879695930e-3f;
-    p = fmaf(p, r, 8.3686923711e-3f);
-    p = fmaf(p, r, 4.1667226333e-2f);
-    p = fmaf(p, r, 1.6666520879e-1f);
-    p = fmaf(p, r, 4.9999998256e-1f);
-    p = fmaf(p, r * r, r) + 1.0f;
-    int32_t e = ((int32_t)n + 127) << 23;
-    float s;
-    memcpy(&s, &e, sizeof s);
-    return p * s;
+/* Weight of lane S (a distance sum): exp(-S / (2 s^2) - m) = 2^t with t = S c1 + c0, one fma
+ * (c1 = -log2(e) / (2 s^2), c0 = -m log2(e)). 2^t = 2^n 2^f with n = t rounded to the nearest
+ * integer (by the 1.5 * 2^23 shift, whose low mantissa bits then hold n) and f = t - n in
+ * [-1/2, 1/2] (exact); 2^f = 1 + f P(f), P of degree 5 fitted for least relative error (0.93 ulp
+ * in float32 arithmetic), and 2^n is added to the exponent bits. For t >= -125, where the result
+ * is a normal float. Written so the compiler vectorises the loops that call it (a libm call
+ * would not be). */
+static inline __attribute__((always_inline)) float exp2t(float t) {
+    float tm = t + 12582912.0f;
+    float f = t - (tm - 12582912.0f);
+    float p = 1.5356125368271023e-4f;
+    p = fmaf(p, f, 1.3398815644904971e-3f);
+    p = fmaf(p, f, 9.618427604436874e-3f);
+    p = fmaf(p, f, 5.5503327399492264e-2f);
+    p = fmaf(p, f, 2.4022647738456726e-1f);
+    p = fmaf(p, f, 6.931471824645996e-1f);
+    p = fmaf(p, f, 1.0f);
+    int32_t pb, nb;
+    memcpy(&pb, &p, sizeof pb);
+    memcpy(&nb, &tm, sizeof nb);
+    pb += (int32_t)((uint32_t)nb << 23);
+    memcpy(&p, &pb, sizeof p);
+    return p;
 }
 #endif
 
@@ -142,16 +145,18 @@ static inline void FN(merge_one)(FN(state_t) *a, size_t ia, size_t Qa, const FN(
     }
 }
 
-/* L <- exp(L - m) lane by lane (with ``masked``, lanes past ``valid`` get exactly 0), with the
- * sum of the weights and, when ``with_u``, the sum of weight * (L - m) that the entropy needs.
- * Both flags are constants at every call, so each call compiles to its own loop. omp simd lets the reductions
- * run in vector lanes (plain C fixes their order). */
-static inline void FN(exp_lanes)(REAL *L, REAL m, int valid, const int masked, const int with_u, REAL *sum_out,
-                                 REAL *u_out) {
+/* L <- exp(-L / (2 s^2) - m) lane by lane, L holding distance sums (with ``masked``, lanes past
+ * ``valid`` get exactly 0), with the sum of the weights and, when ``with_u``, the sum of
+ * weight * (logit - m) that the entropy needs. Both flags are constants at every call, so each
+ * call compiles to its own loop. omp simd lets the reductions run in vector lanes (plain C fixes
+ * their order). */
+static inline void FN(exp_lanes)(REAL *L, REAL mn, REAL ninv2s2, REAL dm, int valid, const int masked,
+                                 const int with_u, REAL *sum_out, REAL *u_out) {
     REAL sum = 0, us = 0;
+#if defined(ELS_DOUBLE)
 #pragma omp simd reduction(+ : sum, us)
     for (int v = 0; v < NB; v++) {
-        REAL z = L[v] - m;
+        REAL z = (L[v] - mn) * ninv2s2 + dm;
         z = z > EXP_FLOOR ? z : EXP_FLOOR;
         REAL e = expr(z);
         if (masked) e = v < valid ? e : (REAL)0;
@@ -159,18 +164,35 @@ static inline void FN(exp_lanes)(REAL *L, REAL m, int valid, const int masked, c
         sum += e;
         if (with_u) us += e * z;
     }
+#else
+    /* t = (logit - m) log2(e); floored at -125 (2^-125 ~ e^-86.6, nothing a sum of weights >= 1
+     * can hold), which also maps the infinite distance of lanes past N. */
+    const float c1 = ninv2s2 * 1.44269504088896341f, c0 = dm * 1.44269504088896341f, T_FLOOR = -125.0f;
+#pragma omp simd reduction(+ : sum, us)
+    for (int v = 0; v < NB; v++) {
+        float t = fmaf(L[v] - mn, c1, c0);
+        t = t > T_FLOOR ? t : T_FLOOR;
+        float e = exp2t(t);
+        if (masked) e = v < valid ? e : 0.0f;
+        L[v] = e;
+        sum += e;
+        if (with_u) us += e * (t * 0.693147180559945309f);
+    }
+#endif
     *sum_out = sum;
     *u_out = us;
 }
 
-/* One query pixel's update with one block of NB candidate logits L (values V: [C][NB]).
+/* One query pixel's update with one block of NB candidate distance sums L (logit = L * ninv2s2;
+ * values V: [C][NB]).
  * ``valid`` lanes (a prefix) are real images; the rest of a final block weigh exactly 0. */
-static inline void FN(update)(FN(state_t) *st, size_t q, size_t Q, int C, REAL *L, const REAL *V, int valid,
-                              int trace, int64_t n_base, int64_t pix) {
+static inline void FN(update)(FN(state_t) *st, size_t q, size_t Q, int C, REAL *L, REAL ninv2s2, const REAL *V,
+                              int valid, int trace, int64_t n_base, int64_t pix) {
     /* omp simd lets the reductions run in vector lanes (plain C fixes their order). */
-    REAL mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-    for (int v = 0; v < NB; v++) mx = L[v] > mx ? L[v] : mx;
+    REAL mn = INFINITY;
+#pragma omp simd reduction(min : mn)
+    for (int v = 0; v < NB; v++) mn = L[v] < mn ? L[v] : mn;
+    const REAL mx = mn * ninv2s2; /* the best logit, rounded as each lane's own would be */
     REAL m = (REAL)st->m[q]; /* always a value some logit took, so exact in REAL */
     if (mx - m > LAZY || m == -INFINITY) {
         ACC f = m == -INFINITY ? 0 : FN(exp_or_zero)((ACC)m - mx);
@@ -186,20 +208,23 @@ static inline void FN(update)(FN(state_t) *st, size_t q, size_t Q, int C, REAL *
     if (trace && mx > st->tl[q]) {
         int best = 0;
         for (int v = 1; v < valid; v++)
-            if (L[v] > L[best]) best = v;
+            if (L[v] < L[best]) best = v;
         st->tl[q] = mx;
         st->tn[q] = n_base + best;
         st->tp[q] = pix;
     }
+    /* logit - m = (L - mn) ninv2s2 + (mx - m): the distance is taken relative to the block's
+     * nearest before scaling, so no large logit cancels against a large max. */
+    const REAL dm = mx - m;
     REAL sum = 0, us = 0;
     /* Lanes past N exist in the last block only: every other block skips clearing them. */
     if (trace) {
-        if (valid == NB) FN(exp_lanes)(L, m, valid, 0, 1, &sum, &us);
-        else FN(exp_lanes)(L, m, valid, 1, 1, &sum, &us);
+        if (valid == NB) FN(exp_lanes)(L, mn, ninv2s2, dm, valid, 0, 1, &sum, &us);
+        else FN(exp_lanes)(L, mn, ninv2s2, dm, valid, 1, 1, &sum, &us);
         st->u[q] += (ACC)us;
     } else {
-        if (valid == NB) FN(exp_lanes)(L, m, valid, 0, 0, &sum, &us);
-        else FN(exp_lanes)(L, m, valid, 1, 0, &sum, &us);
+        if (valid == NB) FN(exp_lanes)(L, mn, ninv2s2, dm, valid, 0, 0, &sum, &us);
+        else FN(exp_lanes)(L, mn, ninv2s2, dm, valid, 1, 0, &sum, &us);
     }
     st->l[q] += (ACC)sum;
     for (int c = 0; c < C; c++) {
@@ -211,17 +236,17 @@ static inline void FN(update)(FN(state_t) *st, size_t q, size_t Q, int C, REAL *
     }
 }
 
-/* Logits of one query pixel from its window sum S (+ S2) over NB lanes, and the update. */
+/* Distance sums of one query pixel from its window sum S (+ S2) over NB lanes, and the update. */
 static inline __attribute__((always_inline)) void FN(emit)(FN(state_t) *st, size_t q, size_t Q, int C, REAL *L,
                                                           const REAL *S, const REAL *S2, REAL inv2s2,
                                                           const REAL *vals, int valid, int trace, int64_t n_base,
                                                           int64_t pix) {
     if (S2)
-        for (int v = 0; v < NB; v++) L[v] = (S[v] + S2[v]) * -inv2s2;
+        for (int v = 0; v < NB; v++) L[v] = S[v] + S2[v];
     else
-        for (int v = 0; v < NB; v++) L[v] = S[v] * -inv2s2;
-    for (int v = valid; v < NB; v++) L[v] = -INFINITY; /* lanes past N */
-    FN(update)(st, q, Q, C, L, vals, valid, trace, n_base, pix);
+        for (int v = 0; v < NB; v++) L[v] = S[v];
+    for (int v = valid; v < NB; v++) L[v] = INFINITY; /* lanes past N */
+    FN(update)(st, q, Q, C, L, -inv2s2, vals, valid, trace, n_base, pix);
 }
 
 /* Suffix sums, in place, of rows [0, n) of ``seg`` (each ``len`` long): seg[i] <- sum_{i' >= i} seg[i']. */
@@ -341,7 +366,7 @@ static void FN(run_item)(const REAL *X, int HX, int WX, int ox, const REAL *Y, i
     do {                                                                                                   \
         const int c_ = c_lo + (j), pc_ = c_ + dc;                                                          \
         FN(emit)(st, qrow + (c_ - qc0), Q, C, L, (S), (S2), inv2s2, vrow + (size_t)pc_ * pixY, valid,      \
-                 trace, n_base, prow + (((pc_ % W) + W) % W));                                             \
+                 trace, n_base, trace ? prow + (((pc_ % W) + W) % W) : 0);                                 \
     } while (0)
                     const int nout = nc - 2 * h;
                     if (seg) {
@@ -439,8 +464,35 @@ int FN(els_stream)(const REAL *X, int B, int HX, int WX, int ox, const REAL *Y, 
     const size_t planeX = (size_t)HX * WX * C;
     const size_t HWs = (size_t)H * W;
 
+    /* Hand out the items largest first (by query pixels times displacements), so no thread is
+     * left alone with a large one at the end; the merge below fixes its own order. */
+    long *order = (long *)malloc(sizeof(long) * items);
+    double *cost = (double *)malloc(sizeof(double) * G);
+    if (!order || !cost) {
+        free(order);
+        free(cost);
+        free(sbuf);
+        free(ibuf);
+        free(wbuf);
+        return -1;
+    }
+    for (int g = 0; g < G; g++) {
+        const int *gg = groups + 12 * g;
+        cost[g] = (double)(gg[1] - gg[0] + 1) * (gg[3] - gg[2] + 1) * (gg[5] - gg[4] + 1) * (gg[7] - gg[6] + 1);
+    }
+    for (long i = 0; i < items; i++) order[i] = i;
+    for (long i = 1; i < items; i++) { /* insertion sort, stable: items are few */
+        long x = order[i], j = i;
+        double cx = cost[(x / nsplit) % G];
+        while (j > 0 && cost[(order[j - 1] / nsplit) % G] < cx) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = x;
+    }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
-    for (long it = 0; it < items; it++) {
+    for (long io = 0; io < items; io++) {
+        const long it = order[io];
         int tid = 0;
 #ifdef _OPENMP
         tid = omp_get_thread_num();
@@ -488,6 +540,8 @@ int FN(els_stream)(const REAL *X, int B, int HX, int WX, int ox, const REAL *Y, 
             }
         }
     }
+    free(order);
+    free(cost);
     free(sbuf);
     free(ibuf);
     free(wbuf);
