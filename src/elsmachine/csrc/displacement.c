@@ -51,7 +51,15 @@ typedef double REAL;
 #define EXP_FLOOR (-708.0)
 #define SKIP EXP_FLOOR /* float64 is the reference path: skip only what underflows */
 #define LAZY 20.0
-static inline double expr(double x) { return exp(x); }
+#define WSCALE 1.0 /* lane_weight takes its argument in natural units */
+/* Weight e^z of a lane with z = d c1 + c0 = logit - m, floored where exp underflows anyway;
+ * *z_out gets z for the entropy. */
+static inline double lane_weight(double d, double c1, double c0, double *z_out) {
+    double z = d * c1 + c0;
+    z = z > EXP_FLOOR ? z : EXP_FLOOR;
+    *z_out = z;
+    return exp(z);
+}
 #else
 typedef float REAL;
 #define SUFFIX _f32
@@ -59,13 +67,11 @@ typedef float REAL;
  * lane; even 10^7 such lanes change the sum by 4e-11 of itself, far below float32 rounding. */
 #define SKIP (-40.0f)
 #define LAZY 8.0f
-/* Weight of lane S (a distance sum): exp(-S / (2 s^2) - m) = 2^t with t = S c1 + c0, one fma
- * (c1 = -log2(e) / (2 s^2), c0 = -m log2(e)). 2^t = 2^n 2^f with n = t rounded to the nearest
- * integer (by the 1.5 * 2^23 shift, whose low mantissa bits then hold n) and f = t - n in
- * [-1/2, 1/2] (exact); 2^f = 1 + f P(f), P of degree 5 fitted for least relative error (0.93 ulp
- * in float32 arithmetic), and 2^n is added to the exponent bits. For t >= -125, where the result
- * is a normal float. Written so the compiler vectorises the loops that call it (a libm call
- * would not be). */
+/* 2^t = 2^n 2^f with n = t rounded to the nearest integer (by the 1.5 * 2^23 shift, whose low
+ * mantissa bits then hold n) and f = t - n in [-1/2, 1/2] (exact); 2^f = 1 + f P(f), P of degree
+ * 5 fitted for least relative error (0.93 ulp in float32 arithmetic), and 2^n is added to the
+ * exponent bits. For t >= -125, where the result is a normal float. Written so the compiler
+ * vectorises the loops that call it (a libm call would not be). */
 static inline __attribute__((always_inline)) float exp2t(float t) {
     float tm = t + 12582912.0f;
     float f = t - (tm - 12582912.0f);
@@ -82,6 +88,16 @@ static inline __attribute__((always_inline)) float exp2t(float t) {
     pb += (int32_t)((uint32_t)nb << 23);
     memcpy(&p, &pb, sizeof p);
     return p;
+}
+#define WSCALE 1.44269504088896341f /* lane_weight takes its argument in base 2 */
+/* Weight 2^t of a lane with t = d c1 + c0 = (logit - m) log2(e), one fma; floored at -125
+ * (2^-125 ~ e^-86.6, nothing a sum of weights >= 1 can hold). *z_out gets logit - m for the
+ * entropy. */
+static inline __attribute__((always_inline)) float lane_weight(float d, float c1, float c0, float *z_out) {
+    float t = fmaf(d, c1, c0);
+    t = t > -125.0f ? t : -125.0f;
+    *z_out = t * 0.693147180559945309f;
+    return exp2t(t);
 }
 #endif
 
@@ -152,33 +168,19 @@ static inline void FN(merge_one)(FN(state_t) *a, size_t ia, size_t Qa, const FN(
  * their order). */
 static inline void FN(exp_lanes)(REAL *L, REAL mn, REAL ninv2s2, REAL dm, int valid, const int masked,
                                  const int with_u, REAL *sum_out, REAL *u_out) {
+    /* logit - m = (L - mn) ninv2s2 + dm. Lanes past N (infinite distance) land on the floor of
+     * lane_weight; ``masked`` makes them exactly 0. */
+    const REAL c1 = ninv2s2 * WSCALE, c0 = dm * WSCALE;
     REAL sum = 0, us = 0;
-#if defined(ELS_DOUBLE)
 #pragma omp simd reduction(+ : sum, us)
     for (int v = 0; v < NB; v++) {
-        REAL z = (L[v] - mn) * ninv2s2 + dm;
-        z = z > EXP_FLOOR ? z : EXP_FLOOR;
-        REAL e = expr(z);
+        REAL z;
+        REAL e = lane_weight(L[v] - mn, c1, c0, &z);
         if (masked) e = v < valid ? e : (REAL)0;
         L[v] = e;
         sum += e;
         if (with_u) us += e * z;
     }
-#else
-    /* t = (logit - m) log2(e); floored at -125 (2^-125 ~ e^-86.6, nothing a sum of weights >= 1
-     * can hold), which also maps the infinite distance of lanes past N. */
-    const float c1 = ninv2s2 * 1.44269504088896341f, c0 = dm * 1.44269504088896341f, T_FLOOR = -125.0f;
-#pragma omp simd reduction(+ : sum, us)
-    for (int v = 0; v < NB; v++) {
-        float t = fmaf(L[v] - mn, c1, c0);
-        t = t > T_FLOOR ? t : T_FLOOR;
-        float e = exp2t(t);
-        if (masked) e = v < valid ? e : 0.0f;
-        L[v] = e;
-        sum += e;
-        if (with_u) us += e * (t * 0.693147180559945309f);
-    }
-#endif
     *sum_out = sum;
     *u_out = us;
 }
