@@ -420,6 +420,11 @@ static void FN(run_item)(const REAL *X, int HX, int WX, int ox, const REAL *Y, i
     }
 }
 
+/* Work of a group, for ordering only: query pixels times displacements. */
+static double group_cost(const int *gg) {
+    return (double)(gg[1] - gg[0] + 1) * (gg[3] - gg[2] + 1) * (gg[5] - gg[4] + 1) * (gg[7] - gg[6] + 1);
+}
+
 /* Stream the training images of Y into the per-pixel softmax state of every query image.
  *
  * X: [B][C][HX][WX] query images, pixel (i, j) at (i + ox, j + ox).
@@ -466,32 +471,31 @@ int FN(els_stream)(const REAL *X, int B, int HX, int WX, int ox, const REAL *Y, 
     const size_t planeX = (size_t)HX * WX * C;
     const size_t HWs = (size_t)H * W;
 
-    /* Hand out the items largest first (by query pixels times displacements), so no thread is
-     * left alone with a large one at the end; the merge below fixes its own order. */
+    /* Hand out the items largest group first (query pixels times displacements), so no thread
+     * is left alone with a large one at the end; the merge below fixes its own order. Groups are
+     * few: sort them, then list each group's items (image, then split). */
     long *order = (long *)malloc(sizeof(long) * items);
-    double *cost = (double *)malloc(sizeof(double) * G);
-    if (!order || !cost) {
+    int *gorder = (int *)malloc(sizeof(int) * G);
+    if (!order || !gorder) {
         free(order);
-        free(cost);
+        free(gorder);
         free(sbuf);
         free(ibuf);
         free(wbuf);
         return -1;
     }
-    for (int g = 0; g < G; g++) {
-        const int *gg = groups + 12 * g;
-        cost[g] = (double)(gg[1] - gg[0] + 1) * (gg[3] - gg[2] + 1) * (gg[5] - gg[4] + 1) * (gg[7] - gg[6] + 1);
-    }
-    for (long i = 0; i < items; i++) order[i] = i;
-    for (long i = 1; i < items; i++) { /* insertion sort, stable: items are few */
-        long x = order[i], j = i;
-        double cx = cost[(x / nsplit) % G];
-        while (j > 0 && cost[(order[j - 1] / nsplit) % G] < cx) {
-            order[j] = order[j - 1];
+    for (int i = 0; i < G; i++) { /* insertion sort, stable */
+        int j = i;
+        while (j > 0 && group_cost(groups + 12 * gorder[j - 1]) < group_cost(groups + 12 * i)) {
+            gorder[j] = gorder[j - 1];
             j--;
         }
-        order[j] = x;
+        gorder[j] = i;
     }
+    long n_it = 0;
+    for (int i = 0; i < G; i++)
+        for (int b = 0; b < B; b++)
+            for (int s = 0; s < nsplit; s++) order[n_it++] = ((long)b * G + gorder[i]) * nsplit + s;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
     for (long io = 0; io < items; io++) {
         const long it = order[io];
@@ -543,7 +547,7 @@ int FN(els_stream)(const REAL *X, int B, int HX, int WX, int ox, const REAL *Y, 
         }
     }
     free(order);
-    free(cost);
+    free(gorder);
     free(sbuf);
     free(ibuf);
     free(wbuf);
