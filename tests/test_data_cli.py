@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import elsmachine as em
 from elsmachine.cli import app
-from elsmachine.io import load_samples
+from elsmachine.output.files import load_samples
 
 
 def test_bundled_mnist5k():
@@ -89,4 +89,4 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
 
 def test_els_entry_point_runs():
     res = subprocess.run([sys.executable, "-m", "elsmachine.cli", "sample", "--help"], capture_output=True, text=True)
-    assert res.returncode == 0 and "--patch-sizes" in res.stdout
+    assert res.returncode == 0 and "--patch-schedule" in res.stdout

@@ -7,12 +7,6 @@ import elsmachine as em
 import reference as ref
 
 
-def data(N=5, C=1, H=6, W=7, B=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    Y = torch.rand(N, C, H, W, generator=g, dtype=torch.float64) * 2 - 1
-    x = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
-    return Y, x
-
 
 # IS has no displacement form: it always runs on the attention engine.
 ENGINES = [(n, b) for n in ("ideal", "ls", "els") for b in ("native", "fused", "explicit") if (n, b) != ("ideal", "native")]
@@ -24,8 +18,8 @@ def test_chunking_does_not_change_the_result(name, backend, padding):
     """A budget so small that keys are streamed in many chunks gives the same answer."""
     ds = em.load_dataset("mnist5k", per_class=13)  # 130 images: three blocks of the kernel, many key chunks
     x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    big = em.make_machine(name, ds.images, padding=padding, patch_size=5, backend=backend)
-    small = em.make_machine(name, ds.images, padding=padding, patch_size=5, backend=backend, memory_budget=1 << 20)
+    big = em.make_machine(name, ds.images, padding=padding, patch_size=None if name == 'ideal' else 5, backend=backend)
+    small = em.make_machine(name, ds.images, padding=padding, patch_size=None if name == 'ideal' else 5, backend=backend, memory_budget=1 << 20)
     for t in (0.1, 0.8):
         # Chunks are merged exactly through the log-sum-exp; only rounding may differ.
         torch.testing.assert_close(small.denoise(x, t), big.denoise(x, t), rtol=0, atol=1e-10)
@@ -45,10 +39,10 @@ def test_engine_streaming_equals_one_softmax():
             torch.testing.assert_close(res.out, expect, rtol=0, atol=1e-12)
             torch.testing.assert_close(res.lse, torch.logsumexp(logits, -1), rtol=0, atol=1e-12)
     res = em.attend(q, torch.split(keys, [7, 13, 30], dim=1), slice(1, 3), trace=True, tile_elems=64)
-    assert torch.equal(res.top_index, logits.argmax(-1))
-    torch.testing.assert_close(res.top_weight, w.max(-1).values, rtol=0, atol=1e-12)
+    assert torch.equal(res.source, logits.argmax(-1))
+    torch.testing.assert_close(res.weight, w.max(-1).values, rtol=0, atol=1e-12)
     entropy = -(w * w.log()).sum(-1)
-    torch.testing.assert_close(res.entropy, entropy, rtol=0, atol=1e-10)
+    torch.testing.assert_close(res.effective.log(), entropy, rtol=0, atol=1e-10)
 
 
 def test_far_query_does_not_poison_the_batch():
@@ -63,34 +57,34 @@ def test_far_query_does_not_poison_the_batch():
 
 
 @pytest.mark.parametrize("name", ["ideal", "ls", "els"])
-def test_batch_composition_does_not_matter(name):
-    Y, x = data()
-    m = em.make_machine(name, Y, patch_size=3)
+def test_batch_composition_does_not_matter(name, data):
+    Y, x = data(N=5, H=6, W=7, B=3)
+    m = em.make_machine(name, Y, patch_size=None if name == 'ideal' else 3)
     together = m.denoise(x, 0.4)
     for b in range(x.shape[0]):
         torch.testing.assert_close(together[b : b + 1], m.denoise(x[b : b + 1], 0.4), rtol=0, atol=1e-12)
 
 
-def test_ls_with_a_window_covering_the_image_equals_is():
-    Y, x = data(H=5, W=4)
+def test_ls_with_a_window_covering_the_image_equals_is(data):
+    Y, x = data(N=5, H=5, W=4, B=3)
     k = 2 * max(5, 4) - 1
     for t in (0.05, 0.5, 1.0):
         ls = em.LocalMachine(Y, patch_size=k, padding="zeros").denoise(x, t)
         torch.testing.assert_close(ls, em.IdealMachine(Y).denoise(x, t), rtol=0, atol=1e-12)
 
 
-def test_boundary_broken_els_with_a_huge_window_equals_ls():
+def test_boundary_broken_els_with_a_huge_window_equals_ls(data):
     """When no two pixels share a footprint, every pixel sees only its own position."""
-    Y, x = data(H=5, W=4)
+    Y, x = data(N=5, H=5, W=4, B=3)
     k = 2 * 5 + 1
     torch.testing.assert_close(
         em.ELSMachine(Y, patch_size=k).denoise(x, 0.3), em.LocalMachine(Y, patch_size=k).denoise(x, 0.3), rtol=0, atol=1e-12
     )
 
 
-def test_circular_els_over_the_whole_odd_image_is_the_equivariant_score_machine():
+def test_circular_els_over_the_whole_odd_image_is_the_equivariant_score_machine(data):
     """ES = IS over every circular shift of the training set."""
-    Y, x = data(N=3, H=5, W=5)
+    Y, x = data(N=3, H=5, W=5, B=3)
     shifts = torch.cat([torch.roll(Y, (i, j), dims=(2, 3)) for i in range(5) for j in range(5)])
     for t in (0.1, 0.6):
         els = em.ELSMachine(Y, patch_size=5, padding="circular").denoise(x, t)
@@ -111,8 +105,8 @@ def test_boundary_broken_els_equals_circular_els_in_the_interior_when_candidates
 
 
 @pytest.mark.parametrize("machine", ["ls", "els"])
-def test_circular_machines_commute_with_circular_shifts(machine):
-    Y, x = data(H=6, W=7)
+def test_circular_machines_commute_with_circular_shifts(machine, data):
+    Y, x = data(N=5, H=6, W=7, B=3)
     m = em.make_machine(machine, Y, patch_size=3, padding="circular")
     shifted = torch.roll(x, (2, -3), dims=(2, 3))
     out = m.denoise(shifted, 0.3)
@@ -137,15 +131,15 @@ def test_zero_padded_els_is_translation_equivariant_in_the_interior():
     torch.testing.assert_close(out_shift[:, :, 4:10, 3:10], out[:, :, 2:8, 2:9], rtol=0, atol=1e-12)
 
 
-def test_els_with_one_pixel_windows_agrees_across_paddings():
-    Y, x = data()
+def test_els_with_one_pixel_windows_agrees_across_paddings(data):
+    Y, x = data(N=5, H=6, W=7, B=3)
     z = em.ELSMachine(Y, patch_size=1, padding="zeros").denoise(x, 0.5)
     c = em.ELSMachine(Y, patch_size=1, padding="circular").denoise(x, 0.5)
     torch.testing.assert_close(z, c, rtol=0, atol=1e-12)
 
 
-def test_denoise_of_a_clean_training_image_at_small_t_returns_it():
-    Y, _ = data()
+def test_denoise_of_a_clean_training_image_at_small_t_returns_it(data):
+    Y, _ = data(N=5, H=6, W=7, B=3)
     a, s = ref.coefficients(0.02)
     x = a * Y[1:2]
     for m in (em.IdealMachine(Y), em.LocalMachine(Y, patch_size=3), em.ELSMachine(Y, patch_size=3)):

@@ -9,16 +9,10 @@ import reference as ref
 BACKENDS = ["native", "fused", "explicit"]
 
 
-def data(N=4, C=1, H=5, W=6, B=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    Y = torch.rand(N, C, H, W, generator=g, dtype=torch.float64) * 2 - 1
-    x = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
-    return Y, x
-
 
 @pytest.mark.parametrize("C,H,W", [(1, 5, 6), (3, 4, 4)])
 @pytest.mark.parametrize("t", [0.05, 0.4, 1.0])
-def test_ideal_matches_reference(C, H, W, t):
+def test_ideal_matches_reference(C, H, W, t, data):
     Y, x = data(C=C, H=H, W=W, B=3)
     out = em.IdealMachine(Y).denoise(x, t)
     assert out.dtype == torch.float64 and out.shape == x.shape
@@ -29,7 +23,7 @@ def test_ideal_matches_reference(C, H, W, t):
 @pytest.mark.parametrize("padding", ["zeros", "circular"])
 @pytest.mark.parametrize("k", [1, 3, 5, 13])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_patch_machines_match_reference(kind, padding, k, backend):
+def test_patch_machines_match_reference(kind, padding, k, backend, data):
     Y, x = data(N=3, C=1, H=5, W=6, B=2)
     cls = em.LocalMachine if kind == "ls" else em.ELSMachine
     m = cls(Y, patch_size=k, padding=padding, backend=backend)
@@ -39,7 +33,7 @@ def test_patch_machines_match_reference(kind, padding, k, backend):
 
 @pytest.mark.parametrize("padding", ["zeros", "circular"])
 @pytest.mark.parametrize("k,H,W", [(7, 12, 13), (9, 11, 12)])
-def test_segmented_window_sums_match_reference(padding, k, H, W):
+def test_segmented_window_sums_match_reference(padding, k, H, W, data):
     """Windows of 7 and more are summed by segments of k (several segments per row and column
     here), with footprint groups that share query pixels (zeros, over more than one block of 64
     images): both against the reference, in float64 and float32."""
@@ -53,7 +47,7 @@ def test_segmented_window_sums_match_reference(padding, k, H, W):
 
 @pytest.mark.parametrize("kind", ["ls", "els"])
 @pytest.mark.parametrize("padding", ["zeros", "circular"])
-def test_three_channels_and_per_image_times(kind, padding):
+def test_three_channels_and_per_image_times(kind, padding, data):
     Y, x = data(N=3, C=3, H=4, W=5, B=2, seed=1)
     cls = em.LocalMachine if kind == "ls" else em.ELSMachine
     m = cls(Y, patch_size=3, padding=padding)
@@ -66,10 +60,10 @@ def test_three_channels_and_per_image_times(kind, padding):
 
 @pytest.mark.parametrize("name", ["ideal", "ls", "els"])
 @pytest.mark.parametrize("padding", ["zeros", "circular"])
-def test_class_conditional_matches_reference_on_the_class(name, padding):
+def test_class_conditional_matches_reference_on_the_class(name, padding, data):
     Y, x = data(N=6, C=1, H=4, W=5, B=3, seed=2)
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
-    m = em.make_machine(name, Y, padding=padding, patch_size=3, labels=labels)
+    m = em.make_machine(name, Y, padding=padding, patch_size=None if name == 'ideal' else 3, labels=labels)
     q = torch.tensor([2, 0, 2])
     out = m.denoise(x, 0.3, labels=q)
     for b in range(3):
@@ -80,7 +74,7 @@ def test_class_conditional_matches_reference_on_the_class(name, padding):
             expect = ref.patch_machine(name, x[b : b + 1], 0.3, Yc, 3, padding)
         torch.testing.assert_close(out[b : b + 1], expect, rtol=0, atol=1e-12)
     # Without labels the machine uses every training image.
-    torch.testing.assert_close(m.denoise(x, 0.3), em.make_machine(name, Y, padding=padding, patch_size=3).denoise(x, 0.3))
+    torch.testing.assert_close(m.denoise(x, 0.3), em.make_machine(name, Y, padding=padding, patch_size=None if name == 'ideal' else 3).denoise(x, 0.3))
 
 
 @pytest.mark.parametrize("backend,bound", [("native", 2e-5), ("explicit", 1e-4), ("fused", 3e-3)])
@@ -107,16 +101,16 @@ def test_float32_follows_float64_closely(backend, bound):
             assert (lo.double() - m.denoise(x, t)).abs().max() < bound
 
 
-def test_machine_output_follows_input_device_and_dtype():
-    Y, x = data()
+def test_machine_output_follows_input_device_and_dtype(data):
+    Y, x = data(N=4)
     m = em.ELSMachine(Y.float(), patch_size=3)
     assert m.denoise(x.float(), 0.5).dtype == torch.float32
     assert m.denoise(x, 0.5).dtype == torch.float64
     assert m.denoise(x, 0.5).device == x.device
 
 
-def test_compiled_kernel_is_used_by_default_and_the_fallback_agrees():
-    from elsmachine import native
+def test_compiled_kernel_is_used_by_default_and_the_fallback_agrees(data):
+    from elsmachine.engines import native
 
     assert native.status() == "loaded", native.status()
     Y, x = data(N=3, C=1, H=6, W=6, B=1)
@@ -132,7 +126,7 @@ def test_switching_the_kernel_off_falls_back_to_the_attention_engine():
 
     code = (
         "import torch, elsmachine as em\n"
-        "from elsmachine import native\n"
+        "from elsmachine.engines import native\n"
         "assert native.library() is None and 'ELSMACHINE_NATIVE=0' in native.status()\n"
         "g = torch.Generator().manual_seed(0)\n"
         "Y = torch.rand(3, 1, 6, 6, generator=g, dtype=torch.float64)\n"
@@ -155,7 +149,7 @@ def test_switching_the_kernel_off_falls_back_to_the_attention_engine():
     assert abs(float(total) - native_total) < 1e-12
 
 
-def test_approximate_mode_is_exact_elsmachine_on_the_nearest_images():
+def test_approximate_mode_is_exact_elsmachine_on_the_nearest_images(data):
     Y, x = data(N=6, C=1, H=5, W=6, B=2, seed=4)
     a, _ = ref.coefficients(0.3)
     m = em.ELSMachine(Y, patch_size=3, approx_images=3)
@@ -173,7 +167,7 @@ def test_approximate_mode_is_exact_elsmachine_on_the_nearest_images():
 
 @pytest.mark.parametrize("padding", ["zeros", "circular"])
 @pytest.mark.parametrize("k,radius", [(3, 1), (3, 2), (5, 2), (1, 3)])
-def test_approx_radius_matches_a_reference_with_near_candidates_only(padding, k, radius, monkeypatch):
+def test_approx_radius_matches_a_reference_with_near_candidates_only(padding, k, radius, monkeypatch, data):
     """approx_radius keeps the candidates within radius pixels of the query along each axis
     (around the torus for circular), and nothing else changes."""
     H, W = 8, 9
@@ -194,7 +188,7 @@ def test_approx_radius_matches_a_reference_with_near_candidates_only(padding, k,
 
 
 @pytest.mark.parametrize("padding", ["zeros", "circular"])
-def test_approx_radius_zero_is_ls_and_a_covering_radius_is_exact(padding):
+def test_approx_radius_zero_is_ls_and_a_covering_radius_is_exact(padding, data):
     Y, x = data(N=5, C=1, H=7, W=6, B=2)
     for k in (3, 5):
         els = em.ELSMachine(Y, patch_size=k, padding=padding)
@@ -204,8 +198,8 @@ def test_approx_radius_zero_is_ls_and_a_covering_radius_is_exact(padding):
                                    els.denoise(x, 0.3), rtol=0, atol=1e-12)
 
 
-def test_approx_radius_errors():
-    Y, _ = data()
+def test_approx_radius_errors(data):
+    Y, _ = data(N=4)
     with pytest.raises(em.InputError, match="approx_radius"):
         em.ELSMachine(Y, approx_radius=-1)
     with pytest.raises(em.InputError, match="approx_radius"):

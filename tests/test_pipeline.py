@@ -12,12 +12,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import elsmachine as em
-from elsmachine.calibrate import calibrate
 from elsmachine.cli import app
-from elsmachine.compare import compare
-from elsmachine.models import NetConfig, build_network
-from elsmachine.network import NetworkDenoiser, load_network
-from elsmachine.train import TrainConfig, train
+from elsmachine.experiments.calibrate import calibrate
+from elsmachine.experiments.compare import compare
+from elsmachine.networks import NetConfig, build_network, load_network
+from elsmachine.networks.training import TrainConfig, train
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -240,19 +239,18 @@ def test_l2_criterion_and_bad_arguments():
 # ----------------------------------------------------------------------------- comparison
 def test_compare_resumes_without_losing_or_repeating_seeds(tmp_path):
     ds = em.load_dataset("mnist5k", per_class=2)
-    m = em.ELSMachine(ds.images, labels=ds.labels)
+    m = em.ELSMachine(ds.images, labels=ds.labels, patch_size=3)
     net = FixedSize(m, 3)  # the "network" is ELS at k = 3, so ELS at k = 3 must match it exactly
     machines = {"ideal": em.IdealMachine(ds.images, labels=ds.labels), "els": m}
     seen = []
-    compare(net, machines, ds.images, [0, 1], tmp_path, schedule=3, steps=4, num_classes=10, on_seed=seen.append)
-    summary = compare(net, machines, ds.images, [0, 1, 2], tmp_path, schedule=3, steps=4, num_classes=10,
-                      on_seed=seen.append)
+    compare(net, machines, ds.images, [0, 1], tmp_path, steps=4, classes=ds.classes, on_seed=seen.append)
+    summary = compare(net, machines, ds.images, [0, 1, 2], tmp_path, steps=4, classes=ds.classes, on_seed=seen.append)
     assert [s["resumed"] for s in seen] == [False, False, True, True, False]
     rows = (tmp_path / "results.csv").read_text().strip().splitlines()
     assert len(rows) == 4 and [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
     assert summary["seeds"] == 3 and abs(summary["machines"]["els"]["median_r"] - 1) < 1e-6
     assert summary["els_beats_is"] == 1.0
-    for f in ("summary.json", "scatter.png", "montage.png"):
+    for f in ("summary.json", "scatter.png", "montage.png", "boxplot.png"):
         assert (tmp_path / f).stat().st_size > 0
 
 
@@ -279,7 +277,9 @@ def test_pipeline_cli_end_to_end(tmp_path):
 
 # ----------------------------------------------------------------------------- benchmark
 def test_benchmark_runs_and_its_baseline_agrees():
-    from elsmachine.bench import BenchConfig, baseline_denoise, pairs_for, run_benchmark
+    from elsmachine.bench import BenchConfig, run_benchmark
+    from elsmachine.bench.baseline import baseline_denoise
+    from elsmachine.bench.work import pairs_for
 
     report = run_benchmark([BenchConfig("els-zeros", 16, 1, steps=2, baseline=True), BenchConfig("ideal", 16, 2, steps=2),
                             BenchConfig("els-zeros", 16, 2, steps=2, radius=2)])
@@ -310,15 +310,15 @@ def test_shipped_network_reproduces_its_published_comparison(tmp_path):
     import csv
     from pathlib import Path
 
-    from elsmachine.network import bundled_model_path
+    from elsmachine.networks.checkpoints import patch_schedule_beside
 
     net = load_network("mnist5k-resnet")
     assert net.takes_labels and net.padding == "zeros" and net.num_classes == 10
-    sched = em.PatchSchedule.load(bundled_model_path("mnist5k-resnet") / "schedule.json")
+    sched = em.PatchSchedule.load(patch_schedule_beside("mnist5k-resnet"))
     assert len(sched.sizes) == 20 and sched.meta["criterion"] == "cosine"
     ds = em.load_dataset("mnist5k")
-    m = em.ELSMachine(ds.images, labels=ds.labels)
-    summary = compare(net, {"els": m}, ds.images, [0], tmp_path, schedule=sched, steps=20, num_classes=10)
+    m = em.ELSMachine(ds.images, labels=ds.labels, patch_size=sched)
+    summary = compare(net, {"els": m}, ds.images, [0], tmp_path, steps=20, classes=ds.classes)
     rows = list(csv.DictReader(open(Path(__file__).parents[1] / "docs" / "compare" / "results.csv")))
     published = float(next(r for r in rows if r["seed"] == "0")["r_els"])
     assert abs(summary["machines"]["els"]["median_r"] - published) < 1e-4

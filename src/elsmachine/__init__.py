@@ -1,11 +1,13 @@
 """elsmachine: the equivariant local score machine of Kamb & Ganguli (ICML 2025).
 
 Closed-form denoisers (IS, LS, ELS, boundary-broken ELS) that predict what convolutional
-diffusion models generate, a deterministic DDIM sampler, and the bundled MNIST set.
+diffusion models generate, a deterministic DDIM sampler, trained networks behind the same
+contract, and the paper's experiments. docs/theory.md states what every piece computes.
 """
 
-from .data import Dataset, load_dataset
-from .engine import Attended, attend
+from .contract import Denoiser
+from .datasets import Dataset, load_dataset
+from .engines import Attended, attend
 from .errors import InputError
 from .machines import (
     DEFAULT_MEMORY_BUDGET,
@@ -13,34 +15,44 @@ from .machines import (
     ELSMachine,
     IdealMachine,
     LocalMachine,
+    SampleTrace,
     ScoreMachine,
     Trace,
+    Traced,
     make_machine,
 )
-from .presets import PRESETS, PatchSchedule, preset
-from .sampler import ddim_sample, seed_noise
-from .schedule import CosineSchedule, ddim_grid
+from .networks import NetworkDenoiser, load_network
+from .noise import CosineSchedule, ddim_grid
+from .patch_schedule import PRESETS, PatchSchedule, preset
+from .sampling import ddim_sample
+from .seeds import class_of_seed, seed_noise
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Attended",
     "CosineSchedule",
     "DEFAULT_MEMORY_BUDGET",
     "Dataset",
+    "Denoiser",
     "ELSMachine",
     "IdealMachine",
     "InputError",
     "LocalMachine",
     "MACHINES",
+    "NetworkDenoiser",
     "PRESETS",
     "PatchSchedule",
+    "SampleTrace",
     "ScoreMachine",
     "Trace",
+    "Traced",
     "attend",
+    "class_of_seed",
     "ddim_grid",
     "ddim_sample",
     "load_dataset",
+    "load_network",
     "make_machine",
     "preset",
     "seed_noise",

@@ -1,0 +1,56 @@
+"""The straightforward implementation the benchmark measures the machines against.
+
+Per chunk of training images: ``unfold`` the patches, the full tensor of distances to every
+query patch by ``torch.cdist``, the mask of which candidates each pixel sees, and a softmax
+merged across chunks. Written for the benchmark only (docs/theory.md, "How it computes").
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..machines.candidates import sees
+from ..noise import CosineSchedule
+
+__all__ = ["baseline_denoise"]
+
+
+def baseline_denoise(x, t, Y, k, padding="zeros", chunk_elems=1 << 25):
+    """Boundary-broken (zeros) or circular ELS of x [B, C, H, W] at time t against Y [N, C, H, W]."""
+    sch = CosineSchedule()
+    a, s = sch.alpha(t), sch.sigma(t)
+    B, C, H, W = x.shape
+    h = k // 2
+
+    def unfold(img):
+        if padding == "circular":
+            img = F.pad(img, (h, h, h, h), mode="circular") if h <= min(H, W) else img
+            return F.unfold(img, k)
+        return F.unfold(img, k, padding=h)
+
+    q = unfold(x).transpose(1, 2)  # [B, HW, D]
+    same = torch.from_numpy(sees("els", padding, H, W, k).copy())  # [HW, HW]
+    D = q.shape[-1]
+    HW = H * W
+    per = max(1, chunk_elems // (B * HW * HW))  # training images per chunk
+    m = torch.full((B, HW), -math.inf, dtype=x.dtype)
+    l = torch.zeros(B, HW, dtype=x.dtype)
+    acc = torch.zeros(B, C, HW, dtype=x.dtype)
+    for n0 in range(0, Y.shape[0], per):
+        Yc = Y[n0 : n0 + per].to(x.dtype)
+        c = unfold(Yc).transpose(1, 2)  # [n, HW, D]
+        # The full distance tensor [B, HW, n * HW], by torch.cdist.
+        dist = torch.cdist(q, (a * c).reshape(1, -1, D).expand(B, -1, -1)) ** 2
+        logits = (-dist / (2 * s * s)).view(B, HW, c.shape[0], HW)
+        logits = logits.masked_fill(~same[None, :, None, :], -math.inf).flatten(2)
+        m_new = torch.maximum(m, logits.max(-1).values)
+        w = torch.exp(logits - m_new[..., None])
+        r = torch.exp(m - m_new)
+        vals = Yc.flatten(2).permute(1, 0, 2).reshape(C, -1)  # [C, n*HW]
+        l = l * r + w.sum(-1)
+        acc = acc * r[:, None] + torch.einsum("bqj,cj->bcq", w, vals)
+        m = m_new
+    return (acc / l[:, None]).view(B, C, H, W)

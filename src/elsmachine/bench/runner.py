@@ -1,0 +1,199 @@
+"""Benchmark of the score machines: seconds per 20-step sample, candidate pairs per second,
+achieved arithmetic against the machine's own fp32 matmul throughput, peak memory, and the
+ratio to a straightforward implementation of the same math (:mod:`.baseline`), all measured in
+one run.
+
+The baseline is timed once per distinct patch size of the schedule, and its 20-step time is the
+sum over the schedule's steps. Configurations timed against it are also sampled in float64, and
+the report gives the largest difference of the float32 samples from those and their smallest
+r^2 with them. With an approximate mode (``approx``: candidates from the nearest training images
+only; ``radius``: candidates near the query pixel only) the exact machine is sampled from the
+same noise for the speed-up and the fidelity (r^2).
+
+Each configuration runs in a child process of its own, so its peak resident memory is its own;
+the report also gives it less the peak of an idle child that only loads the data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ..errors import InputError
+from .work import flops_for, machine_kind, matmul_gflops, pairs_for
+
+__all__ = ["BenchConfig", "bench_grid", "run_benchmark", "run_one", "pairs_per_sample", "BENCH_MACHINES"]
+
+BENCH_MACHINES = ("els-zeros", "els-circular", "ls", "ideal")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    machine: str  # one of BENCH_MACHINES ("idle": load the data only)
+    n: int
+    batch: int
+    steps: int = 20
+    preset: str = "mnist-resnet-zeros"
+    baseline: bool = False  # also time the straightforward implementation
+    approx: int | None = None  # approximate mode: candidates from this many nearest images
+    radius: int | None = None  # approximate mode: candidates within this many pixels of the query
+    dtype: str = "float32"
+
+
+def bench_grid(machines: list[str], ns: list[int], batches: list[int], *, steps: int, baseline: set[str],
+               skip: set[str], approx: list[int], radii: list[int]) -> list[BenchConfig]:
+    """The configurations of one benchmark run: every machine x N x batch (less ``skip``; those
+    named "machine:n:batch" in ``baseline`` also against the baseline), plus ELS zeros with
+    each approximate setting (nearest images at batch 1, radius at batch 4)."""
+    for m in machines:
+        if m not in BENCH_MACHINES:
+            raise InputError(f"unknown machine {m!r}; choose from {', '.join(BENCH_MACHINES)}")
+    for what, vals in (("N", ns), ("batch", batches), ("--approx", approx)):
+        if any(v < 1 for v in vals):
+            raise InputError(f"{what} values must be positive integers, got {vals}")
+    if any(r < 0 for r in radii):
+        raise InputError(f"--approx-radius takes non-negative integers, got {radii}")
+    cfgs = [BenchConfig(machine=m, n=n, batch=b, steps=steps, baseline=f"{m}:{n}:{b}" in baseline)
+            for m in machines for n in ns for b in batches if f"{m}:{n}:{b}" not in skip]
+    cfgs += [BenchConfig(machine="els-zeros", n=n, batch=1, steps=steps, approx=K) for n in ns for K in approx if K < n]
+    cfgs += [BenchConfig(machine="els-zeros", n=n, batch=4, steps=steps, radius=R) for n in ns for R in radii]
+    if not cfgs:
+        raise InputError("no configuration left to time")
+    return cfgs
+
+
+def _sizes(cfg: BenchConfig) -> list[int]:
+    from ..noise import ddim_grid
+    from ..patch_schedule import preset
+
+    return preset(cfg.preset).sizes_for(ddim_grid(cfg.steps))
+
+
+def pairs_per_sample(cfg: BenchConfig) -> int:
+    """Pairs actually weighed: the approximate modes weigh only their nearest images or pixels."""
+    n = min(cfg.n, cfg.approx) if cfg.approx else cfg.n
+    return sum(pairs_for(cfg.machine, k, n, radius=cfg.radius) for k in _sizes(cfg)) * cfg.batch
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_one(cfg: BenchConfig) -> dict:
+    """Time one configuration in this process (meant to run in a fresh child)."""
+    from ..datasets import load_dataset
+    from ..experiments.metrics import pearson
+    from ..machines import make_machine
+    from ..noise import ddim_grid
+    from ..sampling import ddim_sample
+    from ..seeds import seed_noise
+    from .baseline import baseline_denoise
+
+    ds = load_dataset("mnist5k")
+    Y = ds.images[: cfg.n] if cfg.n <= len(ds) else ds.images.repeat(math.ceil(cfg.n / len(ds)), 1, 1, 1)[: cfg.n]
+    if cfg.machine == "idle":  # the memory of a child that only loads the data
+        return {**asdict(cfg), "peak_mb": _peak_rss_mb()}
+    dt = getattr(torch, cfg.dtype)
+    name, padding = machine_kind(cfg.machine)
+    ks = None if name == "ideal" else cfg.preset
+
+    def machine(**approx):
+        return make_machine(name, Y, padding=padding, patch_size=ks, **approx)
+
+    m = machine(approx_images=cfg.approx, approx_radius=cfg.radius)
+    noise = seed_noise(list(range(cfg.batch)), (1, 32, 32), dtype=dt)
+    ddim_sample(m, noise[:1], steps=2, patch_sizes=None if ks is None else [3, 3])  # warm up (compile, caches)
+    t0 = time.perf_counter()
+    out = ddim_sample(m, noise, steps=cfg.steps)
+    seconds = time.perf_counter() - t0
+    sizes = _sizes(cfg)
+    flops = sum(flops_for(cfg.machine, k, min(cfg.n, cfg.approx or cfg.n), radius=cfg.radius) for k in sizes) * cfg.batch
+    pairs = pairs_per_sample(cfg)
+    res = {**asdict(cfg), "seconds": seconds, "seconds_per_sample": seconds / cfg.batch, "pairs": pairs,
+           "pairs_per_s": pairs / seconds, "gflops": flops / seconds / 1e9,
+           "peak_mb": _peak_rss_mb(), "backend": _backend(m, noise)}
+    if cfg.approx is not None or cfg.radius is not None:
+        t1 = time.perf_counter()
+        exact = ddim_sample(machine(), noise, steps=cfg.steps)
+        exact_s = time.perf_counter() - t1
+        r2 = pearson(out, exact) ** 2
+        res.update({"exact_seconds": exact_s, "approx_speedup": exact_s / seconds,
+                    "approx_min_r2": float(r2.min()), "approx_median_r2": float(r2.median()),
+                    "approx_max_abs": float((out - exact).abs().max())})
+    if cfg.baseline and name == "els":
+        per_k = {}
+        grid = ddim_grid(cfg.steps)
+        x = noise[:1] if cfg.batch == 1 else noise
+        res["baseline_max_diff"] = 0.0
+        for k in sorted(set(sizes)):
+            t = float(grid[sizes.index(k)])
+            t1 = time.perf_counter()
+            ref = baseline_denoise(x, t, Y, k, padding)
+            per_k[k] = time.perf_counter() - t1
+            fast = m.denoise(x, t, patch_size=k)
+            res["baseline_max_diff"] = max(res["baseline_max_diff"], float((fast - ref).abs().max()))
+        base = sum(per_k[k] * c for k, c in Counter(sizes).items())
+        res.update({"baseline_seconds": base, "baseline_per_k": per_k, "speedup": base / seconds})
+        # Fidelity of the fast path: the same samples computed in float64.
+        exact = ddim_sample(m, noise.double(), steps=cfg.steps)
+        res["fidelity_max_abs"] = float((out.double() - exact).abs().max())
+        res["fidelity_min_r2"] = float((pearson(out, exact) ** 2).min())
+    return res
+
+
+def _backend(m, x) -> str:
+    if m.name == "ideal":
+        return "attention"
+    return "native" if m._use_native(x) else "attention"
+
+
+def run_benchmark(configs: list[BenchConfig], *, on_result=None, timeout: float = 3600) -> dict:
+    """Run every configuration in a child process; returns {"matmul_gflops", "results", ...}.
+    A configuration that fails keeps its row, with the child's last line as "error"."""
+    peak = matmul_gflops()
+    results = []
+    idle = None
+    for cfg in [BenchConfig(machine="idle", n=max(c.n for c in configs), batch=1)] + list(configs):
+        cmd = [sys.executable, "-m", "elsmachine.bench", json.dumps(asdict(cfg))]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
+        except subprocess.TimeoutExpired:
+            res = {**asdict(cfg), "error": f"timed out after {timeout:.0f} s"}
+        else:
+            if proc.returncode != 0:
+                res = {**asdict(cfg), "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+            else:
+                res = json.loads(proc.stdout.strip().splitlines()[-1])
+        if cfg.machine == "idle":
+            idle = res.get("peak_mb")
+            continue
+        if "gflops" in res:
+            res["matmul_fraction"] = res["gflops"] / peak
+        if idle is not None and "peak_mb" in res:
+            res["peak_mb_over_idle"] = max(0.0, res["peak_mb"] - idle)
+        results.append(res)
+        if on_result is not None:
+            on_result(res)
+    return {"matmul_gflops": peak, "threads": torch.get_num_threads(), "results": results, "idle_peak_mb": idle,
+            "cpu": _cpu_name(), "torch": torch.__version__}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()

@@ -1,0 +1,82 @@
+"""What a denoiser call costs, counted: candidate pairs, the arithmetic the displacement form
+does, and this machine's own fp32 matmul throughput to compare it with.
+
+A candidate pair is one output pixel weighed against one candidate patch, the unit of work
+every formulation must do: boundary-broken ELS pairs each pixel with the pixels of its own
+padding footprint in every image, circular ELS with every pixel of every image, LS with the
+same pixel of every image, and IS (whose candidates are whole images) with every image.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..machines.candidates import rectangles, sees
+
+__all__ = ["pairs_for", "flops_for", "matmul_gflops", "machine_kind"]
+
+
+def machine_kind(machine: str) -> tuple[str, str]:
+    """Bench machine names ("els-zeros", "els-circular", "ls", "ideal") as (kind, padding)."""
+    if machine == "ls":
+        return "ls", "zeros"
+    name, _, padding = machine.partition("-")
+    return name, padding or "zeros"
+
+
+def pairs_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, radius: int | None = None) -> int:
+    """Candidate pairs of one denoiser call for one image (``radius``: the approximate mode
+    that keeps candidates within that many pixels of the query, ELS only)."""
+    if machine == "ideal":
+        return n  # one candidate (a whole image) per image
+    kind, padding = machine_kind(machine)
+    return int(sees(kind, padding, H, W, k, radius).sum()) * n
+
+
+def flops_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, C: int = 1, radius: int | None = None) -> float:
+    """Arithmetic the formulation actually does for one denoiser call and one image.
+
+    Displacement form (LS, ELS), walking the kernel's groups and displacements: per
+    displacement and image, the squared differences over the query rectangle grown by k - 1
+    (3C flops a pixel); window sums down the columns and along the rows, k - 1 additions each
+    when summed afresh (k < 7) or 3 by segments (prefix, suffix and their sum); then per pair
+    the scale, max, exp (counted as 10), sum and weighted sum (2 + 2C). Attention form (IS):
+    the logits' matrix product (2D flops a pair, D = C H W + 1), exp and weighted sum (2D)."""
+    if machine == "ideal":
+        D = C * H * W + 1
+        return n * (4.0 * D + 10)
+    h = k // 2
+    box = 3 if k >= 7 else k - 1
+    total = 0.0
+    for rh, rw in _kernel_rectangles(machine, k, H, W, radius):
+        total += (rh + 2 * h) * (rw + 2 * h) * 3 * C + rh * (rw + 2 * h) * box + rh * rw * box
+        total += rh * rw * (14 + 2 * C)
+    return total * n
+
+
+def _kernel_rectangles(machine: str, k: int, H: int, W: int, radius: int | None = None):
+    """(rows, columns) of the query rectangle of every displacement the kernel visits for LS or
+    ELS, clipped to the candidates as csrc/displacement.c clips them."""
+    kind, padding = machine_kind(machine)
+    for qr0, qr1, qc0, qc1, dr0, dr1, dc0, dc1, pr0, pr1, pc0, pc1 in rectangles(kind, padding, H, W, k, radius).tolist():
+        for dr in range(dr0, dr1 + 1):
+            rh = min(qr1, pr1 - dr) - max(qr0, pr0 - dr) + 1
+            if rh <= 0:
+                continue
+            for dc in range(dc0, dc1 + 1):
+                rw = min(qc1, pc1 - dc) - max(qc0, pc0 - dc) + 1
+                if rw > 0:
+                    yield rh, rw
+
+
+def matmul_gflops(seconds: float = 2.0, size: int = 2048) -> float:
+    """The machine's own fp32 matrix-multiply throughput (GFLOP/s), measured now."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+    return 2 * size**3 * reps / (time.perf_counter() - t0) / 1e9

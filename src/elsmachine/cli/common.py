@@ -1,0 +1,161 @@
+"""What the commands share: option definitions, parsing of option values, the device, data and
+model loading, progress bars, and the one way a command fails (one line naming the problem)."""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Callable
+
+import torch
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..errors import InputError
+
+console = Console(stderr=True)
+
+
+def out_console() -> Console:
+    """Tables on stdout; wide enough when stdout is a file or a pipe (rich assumes 80)."""
+    return Console() if sys.stdout.isatty() else Console(width=140)
+
+
+# Options several commands share, defined once so their names and help agree.
+DATASET = typer.Option("mnist5k", help="Bundled mnist5k; mnist, fashion-mnist, cifar10, celeba (with --root); a folder of images; or an .npz.")
+ROOT = typer.Option(None, help="Folder holding the dataset's standard files.")
+LIMIT = typer.Option(None, help="Use only the first N training images.")
+PER_CLASS = typer.Option(None, help="Use only the first N training images of each class.")
+DEVICE = typer.Option("auto", help="auto, cpu, cuda, cuda:N.")
+STEPS = typer.Option(20, help="DDIM steps on the grid t_j = (n - j)/n.")
+MODEL = typer.Option(..., "--model", help="Checkpoint folder, model.safetensors, TorchScript file, or a bundled network (mnist5k-resnet).")
+NUM_CLASSES = typer.Option(None, "--num-classes", help="Classes of a class-conditional TorchScript network (own checkpoints record theirs).")
+PATCH_SCHEDULE = typer.Option(
+    "mnist-resnet-zeros", "--patch-schedule", "--patch-sizes", "-k",
+    help="Patch schedule: one size ('5'), one per step ('3,5,...'), a preset name, or a schedule .json.",
+)
+CLASS = typer.Option("cycle", "--class", help="'cycle' (seed s draws class s mod #classes), 'none' (unconditional) or a label.")
+SEED = typer.Option(0, help="First seed; image i uses seed + i, each from its own generator.")
+
+
+class Padding(str, Enum):
+    zeros = "zeros"
+    circular = "circular"
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
+def fails_cleanly(fn: Callable) -> Callable:
+    """A command whose bad input ends in one line naming the problem and exit code 2."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InputError as e:
+            console.print(f"[red]error:[/red] {e}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return run
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else is passed to torch.device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} was asked for but CUDA is not available here")
+    return dev
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+          "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
+
+
+def parse_bytes(text: str) -> int:
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise InputError(f"cannot read {text!r} as a size in bytes (e.g. 512MiB, 2GiB)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def parse_patch_schedule(text: str | None):
+    """'5' -> 5; '3,5,7' -> [3, 5, 7]; a preset name or a .json path is passed through."""
+    if text is None:
+        return None
+    if re.fullmatch(r"\s*\d+\s*", text):
+        return int(text)
+    if re.fullmatch(r"\s*\d+(\s*,\s*\d+)+\s*", text):
+        return [int(v) for v in text.split(",")]
+    return text
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    try:
+        out = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{what} must be a comma list of integers, got {text!r}") from None
+    if not out:
+        raise InputError(f"{what} is empty")
+    return out
+
+
+def parse_sizes(text: str) -> list[int]:
+    """'3,5,7' or '3:27' (every odd size from 3 to 27)."""
+    if ":" in text:
+        try:
+            lo, hi = (int(v) for v in text.split(":"))
+        except ValueError:
+            raise InputError(f"--sizes must be a comma list of odd sizes or LO:HI, got {text!r}") from None
+        return [k for k in range(lo, hi + 1) if k % 2 == 1]
+    return parse_int_list(text, "--sizes")
+
+
+def seed_range(seed: int, count: int, what: str = "--seeds") -> list[int]:
+    """Seeds seed .. seed + count - 1."""
+    if count < 1:
+        raise InputError(f"{what} must be >= 1, got {count}")
+    if seed < 0:
+        raise InputError(f"--seed must be >= 0, got {seed}")
+    return list(range(seed, seed + count))
+
+
+def progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=False)
+
+
+def load_data(dataset: str, root, limit, per_class):
+    from ..datasets import load_dataset
+
+    return load_dataset(dataset, root=root, limit=limit, per_class=per_class)
+
+
+def load_model_and_data(model: Path, dataset: str, root, limit, per_class, device: str, padding, num_classes=None):
+    """The network (on the resolved device), the training data, the padding the machines take
+    (given, else the network's own) and the device."""
+    from ..networks import load_network
+
+    dev = resolve_device(device)
+    net = load_network(model, device=dev, padding=None if padding is None else padding.value, num_classes=num_classes)
+    ds = load_data(dataset, root, limit, per_class)
+    if net.takes_labels:
+        if ds.labels is None:
+            raise InputError(f"the model is class-conditional but dataset {ds.name} has no labels")
+        if not net.num_classes:
+            raise InputError("the model is class-conditional but does not say how many classes it has: pass --num-classes")
+        if max(ds.classes) >= net.num_classes:
+            raise InputError(f"dataset {ds.name} has classes up to {max(ds.classes)}; the model knows {net.num_classes}")
+    pad = padding.value if padding is not None else (net.padding or "zeros")
+    return net, ds, pad, dev

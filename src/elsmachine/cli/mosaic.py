@@ -1,0 +1,152 @@
+"""``els mosaic`` and ``els novelty``: where every pixel of a sample comes from, and how new it is."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+import typer
+
+from ..errors import InputError
+from .common import (CLASS, DATASET, DEVICE, LIMIT, PATCH_SCHEDULE, PER_CLASS, ROOT, SEED, STEPS, Padding,
+                     fails_cleanly, load_data, out_console, parse_patch_schedule, progress, resolve_device, seed_range)
+from .sample import MachineName, print_novelty
+
+MAX_SHIFT = typer.Option(2, help="Novelty: also match training images shifted by up to this many pixels.")
+
+
+@fails_cleanly
+def mosaic(
+    seed: int = typer.Option(0, help="Seed of the sample to draw."),
+    cls: str = CLASS,
+    machine: MachineName = typer.Option(MachineName.els, "--machine", "-m", help="ideal (IS), ls (LS) or els (ELS)."),
+    padding: Padding = typer.Option(Padding.zeros, help="zeros: boundary-broken ELS; circular: periodic."),
+    patch_schedule: str = PATCH_SCHEDULE,
+    steps: int = STEPS,
+    dataset: str = DATASET,
+    root: Optional[Path] = ROOT,
+    limit: Optional[int] = LIMIT,
+    per_class: Optional[int] = PER_CLASS,
+    samples: Optional[Path] = typer.Option(None, help="Draw a saved sample (an .npz written by els sample --trace) instead."),
+    index: int = typer.Option(0, help="With --samples: which image of the file."),
+    step: int = typer.Option(-1, help="Step whose sources the maps show (-1: the last, which makes the final image)."),
+    max_shift: int = MAX_SHIFT,
+    device: str = DEVICE,
+    out: Path = typer.Option(Path("mosaic"), "--out", "-o", help="Output folder."),
+):
+    """Show the patch mosaic of one sample: where every pixel comes from, and how new it is.
+
+    Writes mosaic.png (final image, each pixel coloured by the training image its dominant
+    patch came from, with the most used sources), travel.png (how far each patch moved from
+    its place in its training image; effective number of candidates over time), strip.png
+    (x_t, x0_hat and sources at every step, from noise to the final image) and, for a fresh
+    sample, sample.npz (the sample with its trace, as els sample --trace writes it).
+    """
+    from ..experiments.novelty import novelty
+    from ..machines import SampleTrace, Traced, make_machine
+    from ..output.files import load_samples, save_samples
+    from ..output.plots import render_mosaic
+    from ..sampling import ddim_sample
+    from ..seeds import labels_for_seeds, seed_noise
+
+    if max_shift < 0:
+        raise InputError(f"--max-shift must be >= 0, got {max_shift}")
+    ds = load_data(dataset, root, limit, per_class)
+    t0 = time.perf_counter()
+    if samples is not None:
+        d = load_samples(samples)
+        n = d["images"].shape[0]
+        if not 0 <= index < n:
+            raise InputError(f"--index must lie in 0..{n - 1} for {samples}")
+        tr = SampleTrace.from_arrays(d).select(index)
+        x = torch.from_numpy(d["images"][index : index + 1])
+        sd, lab_v = int(d["seeds"][index]), int(d["labels"][index])
+        label = None if lab_v < 0 else lab_v
+        what = f"{d['meta'].get('machine', '?')} sample {index} of {samples.name} (seed {sd})"
+    else:
+        dev = resolve_device(device)
+        seed_range(seed, 1)
+        labels = labels_for_seeds([seed], cls, ds.classes)
+        label = None if labels is None else labels[0]
+        ks = parse_patch_schedule(patch_schedule) if machine != MachineName.ideal else None
+        traced = Traced(make_machine(machine.value, ds.images, padding=padding.value, labels=ds.labels, patch_size=ks))
+        noise = seed_noise([seed], tuple(ds.images.shape[1:]), device=dev)
+        lab = None if label is None else torch.tensor([label], device=dev)
+        with progress() as prog:
+            task = prog.add_task(f"{machine.value} sampling with trace", total=steps)
+            x = ddim_sample(traced, noise, steps=steps, labels=lab, callback=lambda info: prog.advance(task))
+        tr = traced.sample_trace()
+        sd = seed
+        what = f"{machine.value} ({padding.value}), seed {seed}" + ("" if label is None else f", class {label}")
+        save_samples(out / "sample.npz", x, seeds=[seed], labels=None if label is None else [label],
+                     meta={"machine": machine.value, "padding": padding.value, "patch_schedule": patch_schedule,
+                           "steps": steps, "dataset": ds.name, "n_train": len(ds), "class": cls}, **tr.to_arrays())
+    paths = render_mosaic(tr, ds.images, out, step=step, title=what)
+    nov = novelty(x.cpu(), ds.images, trace=tr, max_shift=max_shift)
+    print_novelty(nov, [sd], None if label is None else [label])
+    print(f"wrote {', '.join(str(p) for p in paths)} ({time.perf_counter() - t0:.1f} s)")
+
+
+@fails_cleanly
+def novelty(
+    machines: str = typer.Option("ideal,ls,els", help="Comma list of ideal, ls, els."),
+    seeds: int = typer.Option(10, help="Number of seeds (--seed .. --seed + N - 1)."),
+    seed: int = SEED,
+    cls: str = CLASS,
+    padding: Padding = typer.Option(Padding.zeros, help="zeros: boundary-broken ELS; circular: periodic."),
+    patch_schedule: str = PATCH_SCHEDULE,
+    steps: int = STEPS,
+    dataset: str = DATASET,
+    root: Optional[Path] = ROOT,
+    limit: Optional[int] = LIMIT,
+    per_class: Optional[int] = PER_CLASS,
+    max_shift: int = MAX_SHIFT,
+    device: str = DEVICE,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the per-seed rows and summary as JSON."),
+):
+    """Compare how often each machine memorises: IS should, ELS should not."""
+    from rich.table import Table
+
+    from ..experiments.novelty import novelty as novelty_of
+    from ..experiments.novelty import novelty_summary
+    from ..machines import MACHINES, Traced, make_machine
+    from ..output.files import write_json
+    from ..sampling import ddim_sample
+    from ..seeds import labels_for_seeds, seed_noise
+
+    if max_shift < 0:
+        raise InputError(f"--max-shift must be >= 0, got {max_shift}")
+    dev = resolve_device(device)
+    seed_list = seed_range(seed, seeds)
+    names = [n.strip() for n in machines.split(",") if n.strip()]
+    for n in names:
+        if n not in MACHINES:
+            raise InputError(f"unknown machine {n!r} in --machines; choose from {', '.join(MACHINES)}")
+    ds = load_data(dataset, root, limit, per_class)
+    labels = labels_for_seeds(seed_list, cls, ds.classes)
+    lab = None if labels is None else torch.tensor(labels, device=dev)
+    noise = seed_noise(seed_list, tuple(ds.images.shape[1:]), device=dev)
+    ks = parse_patch_schedule(patch_schedule)
+    built = {n: make_machine(n, ds.images, padding=padding.value, labels=ds.labels,
+                             patch_size=ks if MACHINES[n].has_patch_size else None) for n in names}
+    result = {}
+    t0 = time.perf_counter()
+    with progress() as prog:
+        task = prog.add_task("sampling", total=steps * len(names))
+        for name, m in built.items():
+            traced = Traced(m)
+            x = ddim_sample(traced, noise, steps=steps, labels=lab, callback=lambda info: prog.advance(task))
+            result[name] = novelty_of(x.cpu(), ds.images, trace=traced.sample_trace(), max_shift=max_shift).rows()
+    tab = Table(title=f"novelty over {seeds} seeds ({dataset}, class {cls})")
+    for col in ("machine", "memorised", "median RMS/px to nearest", "median sources", "median px with a source"):
+        tab.add_column(col, justify="right")
+    summary = {name: novelty_summary(rows) for name, rows in result.items()}
+    for name, sm in summary.items():
+        tab.add_row(name, f"{sm['memorised']:.0%}", f"{sm['median_rms']:.3f}", f"{sm['median_sources']:g}",
+                    f"{sm['median_dominated']:.0%}")
+    out_console().print(tab)
+    if out is not None:
+        write_json(out, {"summary": summary, "per_seed": result, "seeds": seed_list, "labels": labels})
+    print(f"({time.perf_counter() - t0:.0f} s)")

@@ -1,0 +1,178 @@
+"""The attention form of the engine: softmax attention of queries over a stream of key chunks.
+
+docs/theory.md, "The computation is attention". For every group g and query row i,
+
+    out[g, i] = sum_j w[g, i, j] * keys[g, j, value_cols],
+    w[g, i, :] = softmax_j(q[g, i] . keys[g, j]),
+
+where the keys arrive in chunks along j and are folded into one :class:`SoftmaxState`. The engine
+knows nothing about images or patches: the machines decide which candidates a query sees by
+what they put in each group.
+
+Two interchangeable ways to do one chunk:
+- "explicit" (the default): logits by batched matrix multiply, then max, exp and sums in place
+  on a reused buffer. It also gives the trace (best candidate, its weight, the entropy).
+- "fused" (opt-in): PyTorch's fused flash-attention kernel on the CPU, which returns the
+  chunk's output and log-sum-exp, merged into the state exactly. Faster, but its float32
+  results drift from float64 by up to ~1e-3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+
+from ..errors import InputError
+from .softmax import SoftmaxState
+
+__all__ = ["Attended", "attend", "ATTENTION_BACKENDS"]
+
+ATTENTION_BACKENDS = ("auto", "fused", "explicit")
+
+# float32 exp of arguments below about -87 produces subnormal numbers, which are ~10x slower
+# to compute; those weights are below 1.7e-38 of the largest one, so clamping changes nothing.
+_EXP_FLOOR = {torch.float32: -87.0, torch.float64: -708.0, torch.float16: -17.0, torch.bfloat16: -87.0}
+
+_flash_cpu = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+@dataclass
+class Attended:
+    """Result of :func:`attend` for queries [G, M, D].
+
+    out: [G, M, V] softmax-weighted sum of the value columns; lse: [G, M] log-sum-exp of the
+    logits. With the trace: source [G, M] int64 position in the stream of the candidate with the
+    largest weight, weight [G, M] its weight, effective [G, M] exp(entropy of the weights).
+    """
+
+    out: torch.Tensor
+    lse: torch.Tensor
+    source: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
+    effective: torch.Tensor | None = None
+
+
+class _Workspace:
+    """Reused scratch buffers: allocating large temporaries per chunk makes the allocator
+    return them to the OS and map them again, which costs more than the arithmetic."""
+
+    def __init__(self) -> None:
+        self._bufs: dict = {}
+
+    def get(self, name: str, numel: int, like: torch.Tensor) -> torch.Tensor:
+        key = (name, like.dtype, like.device)
+        buf = self._bufs.get(key)
+        if buf is None or buf.numel() < numel:
+            buf = torch.empty(numel, dtype=like.dtype, device=like.device)
+            self._bufs[key] = buf
+        return buf[:numel]
+
+
+_WORKSPACE = _Workspace()
+
+
+def attend(
+    q: torch.Tensor,
+    key_chunks: Iterable[torch.Tensor],
+    value_cols: slice,
+    *,
+    trace: bool = False,
+    backend: str = "auto",
+    tile_elems: int = 1 << 20,
+) -> Attended:
+    """Softmax attention of ``q`` [G, M, D] over the keys streamed in ``key_chunks``.
+
+    Each chunk is [G, L_c, D] with the dtype and device of ``q``; the values are the columns
+    ``value_cols`` of the keys. ``tile_elems`` bounds the logits held at once (G * rows * cols).
+    Candidate indices in the trace count along the concatenated stream.
+    """
+    if backend not in ATTENTION_BACKENDS:
+        raise InputError(f"unknown engine backend {backend!r}; choose one of {', '.join(ATTENTION_BACKENDS)}")
+    if q.dim() != 3:
+        raise InputError(f"queries must be [G, M, D], got shape {tuple(q.shape)}")
+    # "auto" is the explicit form: PyTorch's fused CPU kernel is faster but, in float32, drifts
+    # by up to ~1e-3 from float64 (measured), so it is opt-in.
+    use_fused = backend == "fused" and not trace
+    if use_fused and not (q.device.type == "cpu" and _flash_cpu is not None and q.dtype in (torch.float32, torch.float64)):
+        raise InputError("the fused backend needs float32 or float64 tensors on the CPU")
+    G, M, D = q.shape
+    nv = len(range(*value_cols.indices(D)))
+    run = _Run(q, value_cols, SoftmaxState.empty((G, M), nv, value_dim=-1, device=q.device), trace)
+    offset = 0
+    for keys in key_chunks:
+        if keys.dim() != 3 or keys.shape[0] != G or keys.shape[2] != D:
+            raise InputError(f"key chunk of shape {tuple(keys.shape)} does not fit queries {tuple(q.shape)}")
+        if keys.shape[1] == 0:
+            continue
+        if use_fused:
+            run.merge_fused(keys)
+        else:
+            run.update_explicit(keys, offset, tile_elems)
+        offset += keys.shape[1]
+    if offset == 0:
+        raise InputError("no candidates to attend to")
+    fin = run.state.finalize(q.dtype, trace=trace)
+    return Attended(out=fin.out, lse=fin.lse, source=run.source if trace else None, weight=fin.weight,
+                    effective=fin.effective)
+
+
+class _Run:
+    def __init__(self, q: torch.Tensor, value_cols: slice, state: SoftmaxState, trace: bool) -> None:
+        self.q, self.value_cols, self.state, self.trace = q, value_cols, state, trace
+        self.source = torch.zeros(state.m.shape, dtype=torch.long, device=q.device) if trace else None
+        self.floor = _EXP_FLOOR.get(q.dtype, -87.0)
+
+    # ---- fused: one flash-attention call per chunk, merged through its log-sum-exp ----
+    def merge_fused(self, keys: torch.Tensor) -> None:
+        out, lse = _flash_cpu(self.q.unsqueeze(0), keys.unsqueeze(0), keys.unsqueeze(0), 0.0, False, scale=1.0)
+        lse = lse[0].to(torch.float64)
+        # The chunk as a state of its own: m = its lse, l = 1, acc = its normalised output.
+        chunk = SoftmaxState(m=lse, l=torch.ones_like(lse), acc=out[0, :, :, self.value_cols].to(torch.float64),
+                             u=torch.zeros_like(lse), best=torch.full_like(lse, -torch.inf), value_dim=-1)
+        self.state.merge_(chunk)
+
+    # ---- explicit: logits in a reused buffer, tiled so they stay in cache ----
+    def update_explicit(self, keys: torch.Tensor, offset: int, tile_elems: int) -> None:
+        G, M, D = self.q.shape
+        L = keys.shape[1]
+        rows = max(1, min(M, tile_elems // max(1, G * min(L, 4096))))
+        cols = max(1, min(L, tile_elems // max(1, G * rows)))
+        for r0 in range(0, M, rows):
+            r1 = min(M, r0 + rows)
+            for c0 in range(0, L, cols):
+                c1 = min(L, c0 + cols)
+                self._tile(r0, r1, keys[:, c0:c1], offset + c0)
+
+    def _tile(self, r0: int, r1: int, kt: torch.Tensor, offset: int) -> None:
+        """Fold one tile of logits into rows r0..r1 of the state, in place (the streaming
+        update of :class:`SoftmaxState` without building a second state)."""
+        st = self.state
+        G, Lt = kt.shape[0], kt.shape[1]
+        qt = self.q[:, r0:r1]
+        buf = _WORKSPACE.get("logits", G * (r1 - r0) * Lt, qt).view(G, r1 - r0, Lt)
+        torch.bmm(qt, kt.transpose(1, 2), out=buf)  # [G, Mt, Lt] logits
+        cmax, carg = buf.max(dim=-1) if self.trace else (buf.amax(dim=-1), None)
+        m_old = st.m[:, r0:r1]
+        m_new = torch.maximum(m_old, cmax.to(torch.float64))  # a logit's own value: exact in buf's dtype
+        if self.trace:
+            better = cmax > st.best[:, r0:r1]
+            st.best[:, r0:r1] = torch.where(better, cmax.to(torch.float64), st.best[:, r0:r1])
+            self.source[:, r0:r1] = torch.where(better, carg + offset, self.source[:, r0:r1])
+        buf.sub_(m_new.to(buf.dtype).unsqueeze(-1)).clamp_min_(self.floor)
+        if self.trace:
+            z = _WORKSPACE.get("z", buf.numel(), buf).view_as(buf)
+            z.copy_(buf)
+        buf.exp_()
+        finite = torch.isfinite(m_old)
+        r = torch.where(finite, torch.exp(m_old - m_new), torch.zeros_like(m_new))  # 0 on the first tile
+        l_old = st.l[:, r0:r1]
+        if self.trace:
+            # sum e^(z - m_new) (z - m_new) = r * (u_old + (m_old - m_new) * l_old) + this tile
+            shift = torch.where(finite, m_old - m_new, torch.zeros_like(r))
+            st.u[:, r0:r1] = r * (st.u[:, r0:r1] + shift * l_old) + (buf * z).sum(-1, dtype=torch.float64)
+        st.l[:, r0:r1] = l_old * r + buf.sum(-1, dtype=torch.float64)
+        acc = st.acc[:, r0:r1]
+        acc.mul_(r.unsqueeze(-1)).add_(torch.bmm(buf, kt[:, :, self.value_cols]))
+        st.m[:, r0:r1] = m_new

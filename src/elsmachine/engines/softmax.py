@@ -1,0 +1,93 @@
+"""The streaming softmax state, its exact merge and its one finalisation (docs/theory.md, "The
+computation is attention"; the online softmax of Milakov & Gimelshein 2018, as flash-decoding
+merges its splits).
+
+Per query, over the candidates j seen so far with logits z_j and values v_j:
+
+    m    = the running max of z_j (any upper bound of the z_j seen works),
+    l    = sum_j exp(z_j - m),
+    acc  = sum_j exp(z_j - m) v_j,
+    u    = sum_j exp(z_j - m) (z_j - m)            (for the entropy),
+    best = max_j z_j                               (for the dominant candidate).
+
+Two states over disjoint candidates merge exactly: rescale each by exp(m_side - m_new). Sums,
+never means, so the result does not depend on how the candidates are cut. At the end
+
+    x0_hat = acc / l,   lse = m + log l,   weight of the best = exp(best - lse),
+    entropy H = log l - u / l,   effective number of candidates = exp(H).
+
+The state is float64 whatever the inputs: a query meets up to millions of candidates, and
+float32 sums of that many terms drift by 1e-4. Each query has its own max, so a query far from
+every candidate cannot turn another into NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["SoftmaxState", "Finalized"]
+
+
+@dataclass
+class Finalized:
+    """out: the weighted sum of the values; lse: log-sum-exp of the logits; weight: the best
+    candidate's weight; effective: exp(entropy of the weights). weight and effective are None
+    unless the trace was asked for."""
+
+    out: torch.Tensor
+    lse: torch.Tensor
+    weight: torch.Tensor | None = None
+    effective: torch.Tensor | None = None
+
+
+@dataclass
+class SoftmaxState:
+    """Running state of queries of shape ``m.shape``; ``acc`` adds the value axis at ``value_dim``."""
+
+    m: torch.Tensor
+    l: torch.Tensor
+    acc: torch.Tensor
+    u: torch.Tensor
+    best: torch.Tensor
+    value_dim: int
+
+    @staticmethod
+    def empty(shape: tuple[int, ...], values: int, *, value_dim: int, device) -> "SoftmaxState":
+        f64 = dict(dtype=torch.float64, device=device)
+        acc_shape = list(shape)
+        acc_shape.insert(value_dim if value_dim >= 0 else len(shape) + 1 + value_dim, values)
+        return SoftmaxState(m=torch.full(shape, -math.inf, **f64), l=torch.zeros(shape, **f64),
+                            acc=torch.zeros(acc_shape, **f64), u=torch.zeros(shape, **f64),
+                            best=torch.full(shape, -math.inf, **f64), value_dim=value_dim)
+
+    def _per_value(self, t: torch.Tensor) -> torch.Tensor:
+        return t.unsqueeze(self.value_dim)
+
+    def merge_(self, other: "SoftmaxState") -> torch.Tensor:
+        """Fold ``other`` (same queries, other candidates) into this state, exactly; returns
+        where ``other`` holds the better best candidate (for fields the caller keeps beside)."""
+        m = torch.maximum(self.m, other.m)
+        safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+        fa = torch.where(torch.isfinite(self.m), torch.exp(self.m - safe), torch.zeros_like(m))
+        fb = torch.where(torch.isfinite(other.m), torch.exp(other.m - safe), torch.zeros_like(m))
+        da = torch.where(torch.isfinite(self.m), self.m - safe, torch.zeros_like(m))
+        db = torch.where(torch.isfinite(other.m), other.m - safe, torch.zeros_like(m))
+        self.u = fa * (self.u + da * self.l) + fb * (other.u + db * other.l)
+        self.l = fa * self.l + fb * other.l
+        self.acc = self._per_value(fa) * self.acc + self._per_value(fb) * other.acc
+        self.m = m
+        better = other.best > self.best
+        self.best = torch.where(better, other.best, self.best)
+        return better
+
+    def finalize(self, dtype: torch.dtype, *, trace: bool) -> Finalized:
+        out = (self.acc / self._per_value(self.l)).to(dtype)
+        lse = self.m + torch.log(self.l)
+        if not trace:
+            return Finalized(out=out, lse=lse.to(dtype))
+        weight = torch.exp(self.best - lse)
+        entropy = (torch.log(self.l) - self.u / self.l).clamp_min(0.0)
+        return Finalized(out=out, lse=lse.to(dtype), weight=weight.to(dtype), effective=entropy.exp().to(dtype))

@@ -1,0 +1,229 @@
+"""The score machines' common body (docs/theory.md, "The score machines").
+
+Every machine is a denoiser returning x0_hat = E[x_0 | x_t] under an empirical model of the
+training set Y [N, C, H, W]:
+
+    x0_hat(q) = sum over candidates (n, p) of w(n, p) * Y_n[:, p],
+    w(n, p)  = softmax over candidates of -|P_q(x_t) - a P_p(Y_n)|^2 / (2 s^2),
+
+and the machines differ only in which candidates (n, p) an output pixel q sees
+(:mod:`.candidates`). This module holds what they share: the contract, class-conditional
+subsets, the patch size looked up by t, the trace, and the caches of converted training data.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+
+from .. import checks
+from ..errors import InputError
+from ..noise import CosineSchedule
+
+__all__ = ["ScoreMachine", "Trace", "DEFAULT_MEMORY_BUDGET", "BACKENDS"]
+
+DEFAULT_MEMORY_BUDGET = 2 << 30  # bytes of candidate keys held at once (cache + one chunk)
+
+# "auto": the compiled displacement kernel where it runs (CPU, float32/64), else attention.
+# "native": the displacement kernel (error where unavailable); "fused", "explicit": attention.
+BACKENDS = ("auto", "native", "fused", "explicit")
+
+TRACE_FIELDS = ("source_image", "source_pixel", "weight", "effective")
+
+
+@dataclass
+class Trace:
+    """Where each output pixel of one denoiser call comes from. Fields are [B, H, W] unless said.
+
+    source_image: int64 index into the machine's training set of the candidate with the
+        largest weight; source_pixel: its flat pixel index i * W + j in that image;
+    weight: that candidate's weight; effective: exp(entropy of the weights), the effective
+        number of candidates; patch_size: int64 [B], the size used (-1 for machines without one).
+    """
+
+    source_image: torch.Tensor
+    source_pixel: torch.Tensor
+    weight: torch.Tensor
+    effective: torch.Tensor
+    patch_size: torch.Tensor
+
+    @staticmethod
+    def empty(B: int, H: int, W: int, like: torch.Tensor) -> "Trace":
+        long = dict(dtype=torch.long, device=like.device)
+        return Trace(source_image=torch.empty(B, H, W, **long), source_pixel=torch.empty(B, H, W, **long),
+                     weight=like.new_empty(B, H, W), effective=like.new_empty(B, H, W),
+                     patch_size=torch.full((B,), -1, **long))
+
+    def put(self, sel: torch.Tensor, other: "Trace") -> None:
+        """Write ``other`` (the trace of the batch rows ``sel``) into this one."""
+        for f in (*TRACE_FIELDS, "patch_size"):
+            dest = getattr(self, f)
+            dest[sel] = getattr(other, f).to(device=dest.device, dtype=dest.dtype)
+
+
+class ScoreMachine:
+    """A closed-form denoiser over a training set. Subclasses say which candidates a pixel sees.
+
+    Args:
+        images: training set, float [N, C, H, W] in [-1, 1].
+        labels: optional int [N] class labels, for class-conditional denoising.
+        schedule: the noise schedule (default: the paper's legacy cosine).
+        memory_budget: bytes of candidate keys the machine may hold at once; above it keys are
+            built and streamed in chunks of training images.
+        backend: "auto" (default: the compiled displacement kernel where it runs, else the
+            attention engine), "native" (the kernel, or an error), "fused" or "explicit"
+            (attention engine variants; see :mod:`elsmachine.engines.attention`).
+    """
+
+    name = "machine"
+    has_patch_size = False
+    padding: str | None = None
+
+    def __init__(self, images, *, labels=None, schedule: CosineSchedule | None = None,
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, backend: str = "auto") -> None:
+        self.images = checks.images_tensor(images)
+        n = self.images.shape[0]
+        self.labels = None if labels is None else checks.labels_tensor(labels, n, "training labels").cpu()
+        self.schedule = schedule if schedule is not None else CosineSchedule()
+        if not isinstance(self.schedule, CosineSchedule):
+            raise InputError(f"schedule must be a CosineSchedule, got {type(self.schedule).__name__}")
+        self.memory_budget = checks.memory_budget(memory_budget)
+        if backend not in BACKENDS:
+            raise InputError(f"unknown engine backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.backend = backend
+        self._attention_backend = backend if backend in ("fused", "explicit") else "auto"
+        self._class_index: dict[int, torch.Tensor] = {}
+        if self.labels is not None:
+            for c in torch.unique(self.labels).tolist():
+                self._class_index[int(c)] = torch.nonzero(self.labels == c).flatten()
+        self._data: dict = {}
+        self._keys: OrderedDict = OrderedDict()
+        self._keys_bytes = 0
+
+    # ------------------------------------------------------------------ public contract
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the training images."""
+        return tuple(self.images.shape[1:])
+
+    @property
+    def classes(self) -> list[int]:
+        """Class labels that have training images (empty for an unlabelled machine)."""
+        return sorted(self._class_index)
+
+    def denoise(self, x: torch.Tensor, t, labels=None, patch_size: int | None = None) -> torch.Tensor:
+        """x0_hat = E[x_0 | x_t = x]: [B, C, H, W], same dtype and device as ``x``.
+
+        Args:
+            x: noisy images [B, C, H, W].
+            t: a float or a [B] tensor of times in (0, 1].
+            labels: int64 [B]; each image is then denoised against its class only.
+            patch_size: odd window size, overriding the machine's own (patch machines only).
+        """
+        return self._run(x, t, labels, patch_size, trace=False)[0]
+
+    __call__ = denoise
+
+    def denoise_traced(self, x: torch.Tensor, t, labels=None, patch_size: int | None = None):
+        """Like :meth:`denoise`, also returning a :class:`Trace` of where each pixel comes from."""
+        return self._run(x, t, labels, patch_size, trace=True)
+
+    def eps(self, x: torch.Tensor, t, labels=None, patch_size: int | None = None) -> torch.Tensor:
+        """eps_hat = (x_t - a x0_hat) / s."""
+        a, s = self.schedule.coefficients(checks.times(t, x.shape[0]), x)
+        return (x - a.view(-1, 1, 1, 1) * self.denoise(x, t, labels, patch_size)) / s.view(-1, 1, 1, 1)
+
+    def score(self, x: torch.Tensor, t, labels=None, patch_size: int | None = None) -> torch.Tensor:
+        """score = -eps_hat / s."""
+        s = self.schedule.coefficients(checks.times(t, x.shape[0]), x)[1]
+        return -self.eps(x, t, labels, patch_size) / s.view(-1, 1, 1, 1)
+
+    def describe(self) -> dict:
+        """The settings that decide this machine's output (for results files)."""
+        return {"machine": self.name, "n_train": int(self.images.shape[0]), "conditional": self.labels is not None,
+                "schedule": self.schedule.to_dict()}
+
+    # ------------------------------------------------------------------ shared machinery
+    def _sizes(self, tt: torch.Tensor, patch_size) -> list[int | None]:
+        """The patch size of each batch element at its time (None for machines without one)."""
+        if patch_size is not None:
+            raise InputError(f"{type(self).__name__} has no patch size; got patch_size={patch_size!r}")
+        return [None] * tt.shape[0]
+
+    def _run(self, x, t, labels, patch_size, trace):
+        x = checks.query(x, self.image_shape)
+        B, _, H, W = x.shape
+        tt = checks.times(t, B)
+        sizes = self._sizes(tt, patch_size)
+        a, s = self.schedule.coefficients(tt, x)
+        out = torch.empty_like(x)
+        tr = Trace.empty(B, H, W, x) if trace else None
+        for bidx, cls, k in self._subsets(labels, sizes, B):
+            sel = bidx.to(x.device)
+            x0, sub = self._denoise_subset(x[sel], a[sel], s[sel], k, cls, trace)
+            out[sel] = x0
+            if trace:
+                sub.patch_size = torch.full((len(bidx),), -1 if k is None else k, dtype=torch.long)
+                tr.put(sel, sub)
+        return out, tr
+
+    def _subsets(self, labels, sizes, B):
+        """(batch indices, class or None, patch size) triples: each batch element meets only
+        its class, and elements with different patch sizes run apart."""
+        if labels is None:
+            cls_of = [None] * B
+        else:
+            if self.labels is None:
+                raise InputError("labels were given but the machine was built without training labels")
+            lab = checks.labels_tensor(labels, B, "labels").cpu()
+            for c in torch.unique(lab).tolist():
+                if int(c) not in self._class_index:
+                    raise InputError(f"class {c} has no training images (classes present: {self.classes})")
+            cls_of = [int(c) for c in lab.tolist()]
+        groups: dict = {}
+        for b, key in enumerate(zip(cls_of, sizes)):
+            groups.setdefault(key, []).append(b)
+        return [(torch.tensor(idx), cls, k) for (cls, k), idx in groups.items()]
+
+    def _training(self, dtype, device, cls):
+        """Training images of class ``cls`` (all if None) in x's dtype and device, their global
+        indices, and the per-channel training mean used to centre both sides."""
+        key = (dtype, device, cls)
+        hit = self._data.get(key)
+        if hit is None:
+            idx = torch.arange(self.images.shape[0]) if cls is None else self._class_index[cls]
+            Y = self.images[idx].to(device=device, dtype=dtype)
+            mu = self.images.to(torch.float64).mean(dim=(0, 2, 3)).to(device=device, dtype=dtype)
+            hit = (Y, idx, mu)
+            self._data[key] = hit
+        return hit
+
+    def _cached_keys(self, key, nbytes, build):
+        """Keys for one block: cached when they fit half the budget, least recently used evicted.
+        ``nbytes`` is an upper bound on the size ``build()`` will return; None when they do not
+        fit (the caller streams them in chunks instead)."""
+        if key is None:
+            return build() if nbytes <= self.memory_budget // 2 else None
+        hit = self._keys.get(key)
+        if hit is not None:
+            self._keys.move_to_end(key)
+            return hit
+        if nbytes > self.memory_budget // 2:
+            return None
+        while self._keys and self._keys_bytes + nbytes > self.memory_budget // 2:
+            _, old = self._keys.popitem(last=False)
+            self._keys_bytes -= old.numel() * old.element_size()
+        keys = build()
+        self._keys[key] = keys
+        self._keys_bytes += keys.numel() * keys.element_size()
+        return keys
+
+    def _denoise_subset(self, x, a, s, k, cls, trace):  # pragma: no cover - abstract
+        """x0_hat [b, C, H, W] (and a Trace) of the batch rows x, all of class ``cls`` and size ``k``."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        C, H, W = self.image_shape
+        return f"{type(self).__name__}(N={self.images.shape[0]}, C={C}, H={H}, W={W})"

@@ -1,0 +1,98 @@
+"""A trained network behind the one denoiser contract (docs/theory.md, "The denoiser contract").
+
+A network that predicts the noise eps of x_t = a x_0 + s eps answers
+
+    denoise(x, t, labels) -> x0_hat = (x_t - s eps_hat) / a,
+
+so samplers, calibration and metrics treat it exactly like a score machine. Dtype and device
+follow the input: the network runs in x's dtype on x's device (its weights are moved there
+when they differ), so float64 input is computed in float64 throughout.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import checks
+from ..errors import InputError
+from ..noise import CosineSchedule
+
+__all__ = ["NetworkDenoiser"]
+
+
+class NetworkDenoiser:
+    """Adapter: a noise-predicting network as ``denoise(x, t, labels=None) -> x0_hat``.
+
+    Args:
+        net: module called as net(x, t) or net(x, t, labels), returning eps_hat.
+        takes_labels: whether to pass labels (class-conditional networks).
+        schedule: noise schedule the network was trained on.
+        padding: the network's padding ("zeros" / "circular"), used to pick the matching ELS.
+        num_classes: classes of a conditional network (0: unknown or unconditional).
+        meta: provenance (config, path), carried into results.
+    """
+
+    def __init__(self, net, *, takes_labels: bool = False, schedule: CosineSchedule | None = None,
+                 padding: str | None = None, num_classes: int = 0, meta: dict | None = None) -> None:
+        self.net = net
+        self.takes_labels = takes_labels
+        self.schedule = schedule or CosineSchedule()
+        self.padding = padding
+        self.num_classes = num_classes
+        self.meta = meta or {}
+
+    def _follow(self, x: torch.Tensor) -> None:
+        """Move the weights to x's dtype and device where they differ (float32 <-> float64 is exact)."""
+        for p in self.net.parameters():
+            if p.dtype != x.dtype or p.device != x.device:
+                self.net.to(device=x.device, dtype=x.dtype)
+            return
+
+    @torch.no_grad()
+    def eps(self, x: torch.Tensor, t, labels=None) -> torch.Tensor:
+        """The network's predicted noise for x [B, C, H, W] at t (float or [B])."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
+            raise InputError(f"x must be a floating [B, C, H, W] tensor, got {getattr(x, 'shape', type(x).__name__)}")
+        B = x.shape[0]
+        tt = checks.times(t, B)
+        self._follow(x)
+        args = [x, tt.to(device=x.device, dtype=x.dtype)]
+        if self.takes_labels:
+            if labels is None:
+                raise InputError("this network is class-conditional: labels are required")
+            lab = checks.labels_tensor(labels, B, "labels")
+            if self.num_classes and (int(lab.min()) < 0 or int(lab.max()) >= self.num_classes):
+                raise InputError(f"labels must lie in 0..{self.num_classes - 1}, got {lab.tolist()}")
+            args.append(lab.to(x.device))
+        elif labels is not None:
+            raise InputError("labels were given but this network is not class-conditional")
+        was_training = getattr(self.net, "training", False)
+        if hasattr(self.net, "eval"):
+            self.net.eval()
+        try:
+            out = self.net(*args)
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a network that fails is named, not a traceback
+            raise InputError(f"the network {self.meta.get('source', type(self.net).__name__)} failed on input of "
+                             f"shape {tuple(x.shape)}: {type(e).__name__}: {e}") from None
+        finally:
+            if was_training:
+                self.net.train()
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            raise InputError(f"the network returned {getattr(out, 'shape', type(out).__name__)}, expected {tuple(x.shape)}")
+        return out.to(x.dtype)
+
+    def denoise(self, x: torch.Tensor, t, labels=None) -> torch.Tensor:
+        """x0_hat = (x_t - s eps_hat) / a, same dtype and device as x."""
+        eps = self.eps(x, t, labels)
+        a, s = self.schedule.coefficients(checks.times(t, x.shape[0]), x)
+        return (x - s.view(-1, 1, 1, 1) * eps) / a.view(-1, 1, 1, 1)
+
+    def describe(self) -> dict:
+        """The settings that decide this network's output (for results files)."""
+        keep = {k: self.meta[k] for k in ("network", "weights_sha256", "torchscript") if k in self.meta}
+        return {**keep, "conditional": self.takes_labels, "schedule": self.schedule.to_dict()}
+
+    def __repr__(self) -> str:
+        return f"NetworkDenoiser({self.meta.get('source', type(self.net).__name__)})"

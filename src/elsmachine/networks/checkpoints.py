@@ -1,0 +1,108 @@
+"""Network checkpoints: the project's own, TorchScript files, and the networks it ships.
+
+A project checkpoint is a folder holding ``model.safetensors`` (the weights) and ``config.json``
+(the network config, the training config, the noise schedule, progress and the format
+version); it is rebuilt from its config, never unpickled. TorchScript files whose
+``forward(x, t)`` or ``forward(x, t, labels)`` returns the predicted noise, with t in [0, 1] on
+the cosine schedule, load too. The patch schedule calibrated against a network lives beside
+it as ``patch_schedule.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from ..noise import schedule_from_dict
+from ..output.files import file_digest
+from .adapter import NetworkDenoiser
+from .architectures import NetConfig, build_network
+
+__all__ = ["load_network", "FORMAT_VERSION", "BUNDLED_MODELS", "bundled_model_path", "patch_schedule_beside",
+           "PATCH_SCHEDULE_FILE"]
+
+FORMAT_VERSION = 1
+PATCH_SCHEDULE_FILE = "patch_schedule.json"
+
+# Networks shipped inside the package (folder under elsmachine/data/models), each with the
+# patch schedule calibrated against it.
+BUNDLED_MODELS = ("mnist5k-resnet",)
+
+
+def bundled_model_path(name: str) -> Path:
+    """Folder of a shipped network: model.safetensors, config.json, patch_schedule.json."""
+    if name not in BUNDLED_MODELS:
+        raise InputError(f"unknown bundled model {name!r}; bundled: {', '.join(BUNDLED_MODELS)}")
+    return Path(str(resources.files("elsmachine") / "data" / "models" / name))
+
+
+def _resolve(path) -> Path:
+    return bundled_model_path(str(path)) if str(path) in BUNDLED_MODELS else Path(path)
+
+
+def patch_schedule_beside(model) -> Path | None:
+    """The patch schedule file calibrated against ``model`` (a checkpoint folder, a weights or
+    TorchScript file, or a bundled name), or None when there is none."""
+    path = _resolve(model)
+    folder = path if path.is_dir() else path.parent
+    for name in (PATCH_SCHEDULE_FILE, "schedule.json"):  # the second: folders made by older versions
+        if (folder / name).exists():
+            return folder / name
+    return None
+
+
+def load_network(path, *, device="cpu", padding: str | None = None, num_classes: int | None = None) -> NetworkDenoiser:
+    """Load a project checkpoint (folder or model.safetensors), a TorchScript file, or a
+    bundled network by name (see :data:`BUNDLED_MODELS`).
+
+    ``padding`` states a TorchScript network's padding (project checkpoints record their own);
+    ``num_classes`` a class-conditional TorchScript network's number of classes.
+    """
+    from safetensors.torch import load_file
+
+    path = _resolve(path)
+    if not path.exists():
+        raise InputError(f"model {path} does not exist")
+    if path.is_dir() or path.suffix == ".safetensors":
+        weights = path / "model.safetensors" if path.is_dir() else path
+        cfg_path = weights.with_name("config.json")
+        if not weights.exists():
+            raise InputError(f"checkpoint {path} has no model.safetensors")
+        if not cfg_path.exists():
+            raise InputError(f"checkpoint {path} has no config.json beside its weights")
+        try:
+            meta = json.loads(cfg_path.read_text())
+            cfg = NetConfig.from_dict(meta["network"])
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise InputError(f"{cfg_path} is not a valid checkpoint config: {e}") from None
+        if meta.get("version", 0) > FORMAT_VERSION:
+            raise InputError(f"{cfg_path} has format version {meta['version']}; this elsmachine reads up to {FORMAT_VERSION}")
+        net = build_network(cfg)
+        try:
+            net.load_state_dict(load_file(str(weights)))
+        except Exception as e:  # noqa: BLE001 - corrupt or mismatched weights
+            raise InputError(f"cannot load weights {weights}: {e}") from None
+        net.to(device).eval()
+        return NetworkDenoiser(net, takes_labels=cfg.num_classes > 0, schedule=schedule_from_dict(meta.get("schedule", {})),
+                               padding=cfg.padding, num_classes=cfg.num_classes,
+                               meta={"source": str(path), "weights_sha256": file_digest(weights), **meta})
+    try:
+        with warnings.catch_warnings():  # torch.jit's own deprecation notice says nothing about this file
+            warnings.simplefilter("ignore", DeprecationWarning)
+            net = torch.jit.load(str(path), map_location=device)
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"{path} is not a loadable TorchScript file: {e}") from None
+    try:
+        n_args = len(net.forward.schema.arguments) - 1  # minus self
+    except AttributeError:
+        n_args = 2
+    if n_args not in (2, 3):
+        raise InputError(f"TorchScript forward must take (x, t) or (x, t, labels); {path} takes {n_args} arguments")
+    net.eval()
+    return NetworkDenoiser(net, takes_labels=n_args == 3, padding=padding, num_classes=num_classes or 0,
+                           meta={"source": str(path), "torchscript": True, "weights_sha256": file_digest(path)})

@@ -1,0 +1,91 @@
+"""Files the project writes: one atomic writer, JSON, and sample files that carry their settings.
+
+Every file is written to a temporary name in its own folder, flushed to disk and renamed into
+place, so an interrupted or failed write leaves the previous file or nothing; the temporary
+file is removed whatever goes wrong. Missing parent folders are created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+__all__ = ["atomic_write", "write_json", "save_samples", "load_samples", "file_digest"]
+
+
+def atomic_write(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path. An unwritable place is an
+    InputError naming it."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create the folder {path.parent}: {e.strerror or e}") from None
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def file_digest(path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in blocks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_json(path, obj) -> Path:
+    """``obj`` as indented JSON, atomically."""
+    return atomic_write(path, json.dumps(obj, indent=1).encode())
+
+
+def save_samples(path, images: torch.Tensor, *, seeds, labels=None, meta: dict | None = None, **arrays) -> Path:
+    """Raw samples as .npz: ``images`` float32 [B, C, H, W], ``seeds`` int64 [B], ``labels``
+    int64 [B] (-1 for unconditional), ``meta`` a JSON string with the settings that made them,
+    plus any extra arrays given."""
+    out = {
+        "images": images.detach().to("cpu", torch.float32).numpy(),
+        "seeds": np.asarray(seeds, dtype=np.int64),
+        "labels": np.full(len(seeds), -1, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64),
+        "meta": np.array(json.dumps(meta or {})),
+    }
+    for k, v in arrays.items():
+        out[k] = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **out)
+    return atomic_write(path, buf.getvalue())
+
+
+def load_samples(path) -> dict:
+    """Read a file written by :func:`save_samples`; ``meta`` comes back as a dict."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            d = {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise InputError(f"samples file {path} does not exist") from None
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"samples file {path} is not a readable .npz: {e}") from None
+    for k in ("images", "seeds", "meta"):
+        if k not in d:
+            raise InputError(f"samples file {path} has no array {k!r}")
+    d["meta"] = json.loads(str(d["meta"]))
+    return d
