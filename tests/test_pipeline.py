@@ -137,6 +137,27 @@ def test_resume_from_a_mid_epoch_checkpoint(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_with_a_moving_average_is_exact_and_the_checkpoint_holds_the_average(tmp_path):
+    data = em.load_dataset("mnist5k", per_class=3)
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-3, ema=0.9)
+    train(TINY, cfg, data, tmp_path / "a")
+    train(TINY, TrainConfig(epochs=1, batch_size=8, lr=1e-3, ema=0.9), data, tmp_path / "b")
+    train(TINY, cfg, data, tmp_path / "b", resume=True)
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    state = load_file(str(tmp_path / "a" / "state.safetensors"))
+    assert all(torch.equal(a[k], state[f"ema.{k}"]) for k in a)  # the checkpoint is the average ...
+    assert any(not torch.equal(a[k], state[f"model.{k}"]) for k in a)  # ... not the last step's weights
+    # A new run can start from those weights; its config records where they came from.
+    train(TINY, TrainConfig(epochs=1, batch_size=8), data, tmp_path / "c", init_from=tmp_path / "a")
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["init_from"]["source"] == str(tmp_path / "a")
+    with pytest.raises(em.InputError, match="differs from this one"):
+        train(NetConfig(arch="resnet", width=4, depth=2, num_classes=10, emb_dim=16), TrainConfig(epochs=1), data,
+              tmp_path / "d", init_from=tmp_path / "a")
+
+
 def test_training_refuses_to_overwrite_and_checks_settings(tmp_path):
     data = em.load_dataset("mnist5k", per_class=1)
     train(TINY, TrainConfig(epochs=1, batch_size=8), data, tmp_path)

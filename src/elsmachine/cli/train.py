@@ -37,6 +37,8 @@ def train(
     seed: int = typer.Option(0, help="Seed of the initial weights, the data order and the noise."),
     grad_clip: float = typer.Option(1.0, help="Gradient-norm clip (0: off)."),
     checkpoint_every: int = typer.Option(0, help="Steps between checkpoints (0: every epoch)."),
+    ema: float = typer.Option(0.0, help="Decay of a moving average of the weights, which the checkpoint then holds (e.g. 0.999; 0: none)."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from the weights of this checkpoint (same architecture)."),
     device: str = DEVICE,
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for checkpoints."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
@@ -61,7 +63,7 @@ def train(
     net_cfg = NetConfig(arch=arch.value, channels=C, image_size=H, width=width, depth=depth, widths=ws,
                         padding=padding.value, num_classes=ncls)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, grad_clip=grad_clip,
-                      checkpoint_every=checkpoint_every)
+                      checkpoint_every=checkpoint_every, ema=ema)
     with progress() as prog:
         task = prog.add_task("training", total=None)
 
@@ -70,6 +72,6 @@ def train(
                         description=f"epoch {info['epoch'] + 1} loss {info['loss']:.4f}")
 
         t0 = time.perf_counter()
-        folder = run_training(net_cfg, cfg, ds, out, device=dev, resume=resume, on_step=on_step,
+        folder = run_training(net_cfg, cfg, ds, out, device=dev, resume=resume, on_step=on_step, init_from=init_from,
                               autocast=torch.bfloat16 if dev.type == "cuda" else None)
     print(f"wrote {folder}/model.safetensors and config.json ({time.perf_counter() - t0:.0f} s on {dev})")

@@ -9,6 +9,9 @@ the times and noise of step i from one seeded by (seed, i); the weights, the opt
 and the progress are written together, atomically, into ``state.safetensors``, so a run
 stopped at any checkpoint continues with the very updates an uninterrupted run would make.
 ``model.safetensors`` and ``config.json`` beside it are the checkpoint other commands load.
+With ``ema`` > 0 an exponential moving average of the weights is kept (and saved with the
+state, so resume stays exact), and the loadable checkpoint holds the averaged weights, which
+sample better than the last step's. ``init_from`` starts from another checkpoint's weights.
 Mixed precision is the caller's choice (``autocast=torch.bfloat16``, as ``els train`` does on
 a GPU); the loss and the optimizer state stay float32.
 """
@@ -41,6 +44,7 @@ class TrainConfig:
     seed: int = 0
     grad_clip: float = 1.0  # 0 turns clipping off
     checkpoint_every: int = 0  # steps between checkpoints; 0 = once per epoch
+    ema: float = 0.0  # decay of the moving average of the weights; 0 = none
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -51,6 +55,8 @@ class TrainConfig:
             raise InputError(f"learning rate must be a positive number, got {self.lr}")
         if self.checkpoint_every < 0 or self.grad_clip < 0:
             raise InputError("checkpoint_every and grad_clip must be >= 0")
+        if not 0.0 <= self.ema < 1.0:
+            raise InputError(f"ema must be a decay in [0, 1), got {self.ema}")
 
 
 def _rng(*parts: int) -> torch.Generator:
@@ -61,19 +67,23 @@ def _rng(*parts: int) -> torch.Generator:
     return g.manual_seed(seed)
 
 
-def _save_state(out: Path, net, opt, progress: dict, meta: dict) -> None:
-    """Weights, optimizer state and progress in one file, then the loadable checkpoint; each
-    file written atomically, the state first."""
+def _save_state(out: Path, net, opt, ema, progress: dict, meta: dict) -> None:
+    """Weights, their moving average, optimizer state and progress in one file, then the
+    loadable checkpoint (the averaged weights where there are any); each file written
+    atomically, the state first."""
     from safetensors.torch import save
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.items()})
     osd = opt.state_dict()
     for pid, st in osd["state"].items():
         for name, v in st.items():
             tensors[f"optim.{pid}.{name}"] = (v if isinstance(v, torch.Tensor) else torch.tensor(v)).detach().cpu().contiguous()
     info = {"progress": progress, "param_groups": osd["param_groups"], **meta}
     atomic_write(out / "state.safetensors", save(tensors, metadata={"elsmachine": json.dumps(info)}))
-    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    which = "ema." if ema is not None else "model."
+    weights = {k[len(which):]: v for k, v in tensors.items() if k.startswith(which)}
     atomic_write(out / "model.safetensors", save(weights, metadata={"step": str(progress["step"])}))
     write_json(out / "config.json", {**meta, "progress": progress})
 
@@ -92,17 +102,39 @@ def _saved_info(out: Path) -> dict:
         raise InputError(f"cannot read training state {path}: {e}") from None
 
 
-def _load_state(out: Path, net, opt) -> None:
+def _load_state(out: Path, net, opt, ema) -> None:
     from safetensors.torch import load_file
 
     tensors = load_file(str(out / "state.safetensors"))
     net.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    if ema is not None:
+        for k, v in ema.items():
+            v.copy_(tensors[f"ema.{k}"])
     state: dict = {}
     for k, v in tensors.items():
         if k.startswith("optim."):
             _, pid, name = k.split(".", 2)
             state.setdefault(int(pid), {})[name] = v
     opt.load_state_dict({"state": state, "param_groups": _saved_info(out)["param_groups"]})
+
+
+def _init_weights(net, source, cfg: NetConfig) -> dict:
+    """Load another checkpoint's weights into ``net``; returns what to record of them."""
+    from safetensors.torch import load_file
+
+    from ..output.files import file_digest
+    from .checkpoints import _resolve
+
+    folder = _resolve(source)
+    weights = folder / "model.safetensors" if folder.is_dir() else folder
+    try:
+        other = NetConfig.from_dict(json.loads(weights.with_name("config.json").read_text())["network"])
+    except (OSError, KeyError, ValueError) as e:
+        raise InputError(f"--init-from {source}: not a checkpoint with a config.json ({e})") from None
+    if other != cfg:
+        raise InputError(f"--init-from {source}: its network {other.to_dict()} differs from this one {cfg.to_dict()}")
+    net.load_state_dict(load_file(str(weights)))
+    return {"source": str(source), "weights_sha256": file_digest(weights)}
 
 
 def train(
@@ -115,14 +147,16 @@ def train(
     resume: bool = False,
     schedule: CosineSchedule | None = None,
     autocast: torch.dtype | None = None,
+    init_from=None,
     on_step: Callable[[dict], None] | None = None,
 ) -> Path:
     """Train a network on ``data`` and write checkpoints into ``out_dir``; returns the folder.
 
     ``resume`` continues from ``out_dir/state.safetensors`` (the settings must agree; they are
     checked before any weights are read). ``autocast``: a lower precision for the forward pass
-    (e.g. torch.bfloat16), or None for full precision. ``on_step`` sees {"epoch", "step",
-    "steps", "loss"} after every step.
+    (e.g. torch.bfloat16), or None for full precision. ``init_from``: a checkpoint (folder or
+    bundled name) of the same architecture whose weights a new run starts from. ``on_step``
+    sees {"epoch", "step", "steps", "loss"} after every step.
     """
     out = Path(out_dir)
     schedule = schedule or CosineSchedule()
@@ -145,24 +179,31 @@ def train(
     }
     torch.manual_seed(cfg.seed)  # the initial weights
     net = build_network(net_cfg).to(device)
+    resuming = resume and (out / "state.safetensors").exists()
+    if not resume and (out / "state.safetensors").exists():
+        raise InputError(f"{out} already holds a training run; pass --resume to continue it or choose another folder")
+    if init_from is not None and not resuming:
+        meta["init_from"] = _init_weights(net, init_from, net_cfg)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    ema = {k: v.detach().clone() for k, v in net.state_dict().items()} if cfg.ema > 0 else None
     progress = {"epoch": 0, "step": 0, "epoch_losses": [], "done": False}
     steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
-    if resume and (out / "state.safetensors").exists():
+    if resuming:
         info = _saved_info(out)
         for key in ("network", "train", "dataset", "schedule"):
             old, new = info.get(key), meta[key]
             if key == "train":  # more epochs may be asked for; nothing else may change
-                old = {k: v for k, v in (old or {}).items() if k != "epochs"}
+                old = {**asdict(TrainConfig()), **(old or {})}  # fields added since that run: defaults
+                old = {k: v for k, v in old.items() if k != "epochs"}
                 new = {k: v for k, v in new.items() if k != "epochs"}
             if old != new:
                 raise InputError(f"cannot resume: the {key} settings differ from those in {out}/state.safetensors "
                                  f"(saved {old}, now {new})")
-        _load_state(out, net, opt)
+        if "init_from" in info:
+            meta["init_from"] = info["init_from"]
+        _load_state(out, net, opt, ema)
         progress = info["progress"]
         progress["done"] = False
-    elif not resume and (out / "state.safetensors").exists():
-        raise InputError(f"{out} already holds a training run; pass --resume to continue it or choose another folder")
     total = cfg.epochs * steps_per_epoch
     images = data.images
     labels = data.labels
@@ -192,6 +233,12 @@ def train(
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
             opt.step()
+            if ema is not None:
+                # The usual warm-up: early averages forget the random initial weights faster.
+                decay = min(cfg.ema, (1 + step) / (10 + step))
+                with torch.no_grad():
+                    for k, v in net.state_dict().items():
+                        ema[k].lerp_(v, 1.0 - decay)
             lv = float(loss.detach())
             if not math.isfinite(lv):
                 raise FloatingPointError(f"training diverged at step {step} (loss {lv}); lower the learning rate")
@@ -203,13 +250,13 @@ def train(
                 on_step({"epoch": epoch, "step": step, "steps": total, "loss": lv})
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and i < steps_per_epoch:
                 progress["running"] = running
-                _save_state(out, net, opt, progress, meta)
+                _save_state(out, net, opt, ema, progress, meta)
         progress["epoch"] = epoch + 1
         progress["epoch_losses"] = progress["epoch_losses"][: epoch] + [running / steps_per_epoch]
         progress["running"] = running = 0.0
         progress["done"] = step >= total
-        _save_state(out, net, opt, progress, meta)
+        _save_state(out, net, opt, ema, progress, meta)
     if not progress.get("done"):
         progress["done"] = True
-        _save_state(out, net, opt, progress, meta)
+        _save_state(out, net, opt, ema, progress, meta)
     return out
