@@ -286,7 +286,7 @@ def test_pipeline_cli_end_to_end(tmp_path):
                            "--steps", "3", "--out", str(tmp_path / "s.json")])
     assert res.exit_code == 0, res.output
     sched = em.PatchSchedule.load(tmp_path / "s.json")
-    assert len(sched.sizes) == 3 and sched.meta["criterion"] == "cosine" and sched.meta["dataset"] == "mnist5k"
+    assert len(sched.sizes) == 3 and sched.meta["criterion"] == "cosine" and sched.meta["data"]["name"] == "mnist5k"
     res = run.invoke(app, ["compare", "--model", str(tmp_path / "net"), *common, "--schedule", str(tmp_path / "s.json"),
                            "--seeds", "2", "--steps", "3", "--out", str(tmp_path / "cmp")])
     assert res.exit_code == 0, res.output

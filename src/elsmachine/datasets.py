@@ -21,7 +21,7 @@ import os
 import pickle
 import tarfile
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -30,7 +30,7 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["Dataset", "load_dataset", "BUNDLED", "KNOWN", "default_root"]
+__all__ = ["Dataset", "load_dataset", "reload_dataset", "BUNDLED", "KNOWN", "default_root"]
 
 BUNDLED = ("mnist5k",)
 KNOWN = ("mnist", "fashion-mnist", "cifar10", "celeba")
@@ -67,11 +67,13 @@ def default_root(name: str) -> Path:
 
 @dataclass
 class Dataset:
-    """images: float32 [N, C, H, W] in [-1, 1]; labels: int64 [N] or None; name: where it came from."""
+    """images: float32 [N, C, H, W] in [-1, 1]; labels: int64 [N] or None; name: where it came
+    from; selection: the arguments of :func:`load_dataset` that made it (to load it again)."""
 
     images: torch.Tensor
     labels: torch.Tensor | None
     name: str
+    selection: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -80,21 +82,46 @@ class Dataset:
     def classes(self) -> list[int]:
         return [] if self.labels is None else sorted(torch.unique(self.labels).tolist())
 
+    def fingerprint(self) -> str:
+        """A hash of the images (as float32) and labels: two sets with the same fingerprint are
+        the same training set, in the same order."""
+        h = hashlib.sha256(self.images.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        if self.labels is not None:
+            h.update(self.labels.to(torch.int64).contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def describe(self) -> dict:
+        """What results record of their training data: how it was selected, its size, classes and
+        fingerprint."""
+        return {**self.selection, "name": self.name, "n": len(self), "classes": self.classes,
+                "sha256": self.fingerprint()}
+
     def subset(self, *, limit: int | None = None, per_class: int | None = None) -> "Dataset":
-        """The first ``limit`` images, or the first ``per_class`` images of every class."""
+        """``per_class``: the first N images of every class. ``limit``: N images; for a labelled
+        set taken in turn from each class in file order (the first image of every class, then
+        the second, ...), so the classes stay balanced even where the file is sorted by class."""
         idx = torch.arange(len(self))
         if per_class is not None:
             if self.labels is None:
                 raise InputError(f"dataset {self.name} has no labels, so per_class cannot be used")
-            if per_class < 1:
-                raise InputError(f"per_class must be >= 1, got {per_class}")
+            if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+                raise InputError(f"per_class must be a positive integer, got {per_class!r}")
             keep = [torch.nonzero(self.labels == c).flatten()[:per_class] for c in self.classes]
             idx = torch.sort(torch.cat(keep)).values
         if limit is not None:
-            if limit < 1:
-                raise InputError(f"limit must be >= 1, got {limit}")
-            idx = idx[:limit]
-        return Dataset(self.images[idx], None if self.labels is None else self.labels[idx], self.name)
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise InputError(f"limit must be a positive integer, got {limit!r}")
+            if self.labels is not None:
+                classes, cls = torch.unique(self.labels[idx], return_inverse=True)
+                rank = torch.empty_like(idx)  # the position of each image within its class
+                for c in range(classes.numel()):
+                    where = torch.nonzero(cls == c).flatten()
+                    rank[where] = torch.arange(where.numel())
+                order = torch.argsort(rank * classes.numel() + cls, stable=True)
+                idx = torch.sort(idx[order[:limit]]).values
+            else:
+                idx = idx[:limit]
+        return Dataset(self.images[idx], None if self.labels is None else self.labels[idx], self.name, self.selection)
 
 
 def pad_to(images: torch.Tensor, size: int, value: float = -1.0) -> torch.Tensor:
@@ -309,7 +336,8 @@ def load_dataset(
         root: folder with the set's standard files (default: ``default_root(name)``).
         train: the training split (else the test split) of mnist, fashion-mnist, cifar10.
         download: fetch the canonical files (MD5-checked) when they are missing.
-        limit: keep the first N images; per_class: the first N images of each class.
+        limit: keep N images (class-balanced for a labelled set, see :meth:`Dataset.subset`);
+            per_class: the first N images of each class.
         keep_labels: False drops the labels (an unconditional set).
         resize: MNIST-like sets to 32x32 by "pad" (exact pixels) or "bilinear" (paper's code).
         image_size: side of image-folder images after centre crop and resize.
@@ -348,4 +376,19 @@ def load_dataset(
         ds = Dataset(ds.images, None, ds.name)
     if limit is not None or per_class is not None:
         ds = ds.subset(limit=limit, per_class=per_class)
+    ds.selection = {"dataset": name, "root": None if root is None else str(root), "train": train, "limit": limit,
+                    "per_class": per_class, "keep_labels": keep_labels, "resize": resize, "image_size": image_size}
+    return ds
+
+
+def reload_dataset(record: dict) -> Dataset:
+    """The training set a result recorded (``Dataset.describe()``), loaded again and checked
+    against its fingerprint."""
+    keys = ("root", "train", "limit", "per_class", "keep_labels", "resize", "image_size")
+    if "dataset" not in record or "sha256" not in record:
+        raise InputError("the result does not record how its training data was selected")
+    ds = load_dataset(record["dataset"], **{k: record[k] for k in keys if k in record})
+    if ds.fingerprint() != record["sha256"]:
+        raise InputError(f"the training data {record['dataset']} (root {record.get('root')}) has changed since the "
+                         f"result was made: fingerprint {ds.fingerprint()}, recorded {record['sha256']}")
     return ds

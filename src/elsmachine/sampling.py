@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from .contract import denoiser_name, takes_patch_size
-from .errors import InputError
+from .errors import InputError, RunError
 from .noise import CosineSchedule, ddim_grid
 from .patch_schedule import resolve_patch_sizes
 from .seeds import seed_noise
@@ -108,7 +108,7 @@ def ddim_sample(
             raise InputError(f"{denoiser_name(denoiser)} returned {getattr(x0, 'shape', type(x0).__name__)} "
                              f"for x of shape {tuple(x_in.shape)}")
         if not bool(torch.isfinite(x0).all()):
-            raise InputError(f"{denoiser_name(denoiser)} returned NaN or inf at step {i} (t = {t:g})")
+            raise RunError(f"{denoiser_name(denoiser)} returned NaN or inf at step {i} (t = {t:g})")
         x0d = x0.to(torch.float64)
         if t_next == 0.0:
             x_next = x0d

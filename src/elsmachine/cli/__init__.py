@@ -1,18 +1,62 @@
 """The ``els`` command line: one module per command group, each thin (parse the options, call
 the library, print). Options are resolved here once (device, dtype, seeds, classes); the
-library below only sees tensors."""
+library below only sees tensors.
+
+Every failure ends in one line on stderr: a usage error or bad input (an unknown option, a value
+of the wrong kind, an :class:`~elsmachine.InputError`) with exit code 2, a run that cannot finish
+(a :class:`~elsmachine.RunError`: a full disk, a failing network) with exit code 1.
+"""
 
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
+from typer.core import TyperGroup
 
-from ..errors import InputError
+from ..errors import InputError, RunError
 from . import bench, experiments, mosaic, sample, train
 from .common import console
 
+# typer's own usage errors (unknown option, bad value) derive from this, whichever click it uses.
+_USAGE = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _fail(message: str, code: int):
+    console.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+    sys.exit(code)
+
+
+def _warn(message, category, filename, lineno, file=None, line=None):
+    console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+
+
+class OneLineErrors(TyperGroup):
+    """The command group, with every error as one line and its exit code."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", UserWarning)
+                warnings.showwarning = _warn
+                rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
+                                  **extra)
+        except _USAGE as e:
+            _fail(e.format_message().replace("\n", " "), e.exit_code)
+        except InputError as e:
+            _fail(str(e), 2)
+        except RunError as e:
+            _fail(str(e), 1)
+        except typer.Abort:
+            _fail("aborted", 1)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
     help="The equivariant local score machine: closed-form models of convolutional diffusion models.",
@@ -27,8 +71,4 @@ app.command("bench")(bench.bench)
 
 
 def main() -> None:
-    try:
-        app()
-    except InputError as e:  # raised while typer parses (e.g. from callbacks)
-        console.print(f"[red]error:[/red] {e}", highlight=False)
-        sys.exit(2)
+    app()

@@ -8,10 +8,9 @@ from pathlib import Path
 import typer
 
 from ..errors import InputError
-from .common import fails_cleanly, out_console, parse_int_list, progress
+from .common import flag, out_console, parse_int_list, progress
 
 
-@fails_cleanly
 def bench(
     machines: str = typer.Option("els-zeros,els-circular,ls,ideal", help="Comma list of els-zeros, els-circular, ls, ideal."),
     n: str = typer.Option("500,5000", help="Training-set sizes (bundled MNIST; repeated beyond 5,000)."),
@@ -21,7 +20,7 @@ def bench(
     skip: str = typer.Option("", help="Configurations (machine:n:batch, comma list) to leave out."),
     approx: str = typer.Option("", help="Approximate mode: also run ELS zeros, batch 1, with candidates from this many nearest images (comma list, e.g. 64,256; multiples of 64 fill the kernel's blocks), against exact."),
     approx_radius: str = typer.Option("", help="Approximate mode: also run ELS zeros, batch 4, with candidates only within this many pixels of the query along each axis (comma list, e.g. 4,8), against exact."),
-    quick: bool = typer.Option(False, "--quick", help="A tiny run (N = 64, batch 1 and 2, 4 steps) that checks the benchmark itself."),
+    quick: bool = flag("--quick", help="A tiny run (N = 64, batch 1 and 2, 4 steps) that checks the benchmark itself."),
     out: Path = typer.Option(Path("bench.json"), "--out", "-o", help="The JSON report to write."),
 ):
     """Time the machines: seconds per sample, candidate pairs per second, GFLOP/s against this

@@ -3,12 +3,10 @@ model loading, progress bars, and the one way a command fails (one line naming t
 
 from __future__ import annotations
 
-import functools
 import re
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Callable
 
 import torch
 import typer
@@ -28,8 +26,9 @@ def out_console() -> Console:
 # Options several commands share, defined once so their names and help agree.
 DATASET = typer.Option("mnist5k", help="Bundled mnist5k; mnist, fashion-mnist, cifar10, celeba (with --root); a folder of images; or an .npz.")
 ROOT = typer.Option(None, help="Folder holding the dataset's standard files.")
-LIMIT = typer.Option(None, help="Use only the first N training images.")
+LIMIT = typer.Option(None, help="Use only N training images, taken in turn from each class (the first of every class, then the second, ...).")
 PER_CLASS = typer.Option(None, help="Use only the first N training images of each class.")
+DOWNLOAD = typer.Option(False, "--download", metavar="", help="Fetch mnist, fashion-mnist or cifar10 into --root (MD5-checked) when missing.")
 DEVICE = typer.Option("auto", help="auto, cpu, cuda, cuda:N.")
 STEPS = typer.Option(20, help="DDIM steps on the grid t_j = (n - j)/n.")
 MODEL = typer.Option(..., "--model", help="Checkpoint folder, model.safetensors, TorchScript file, or a bundled network (mnist5k-resnet).")
@@ -42,6 +41,11 @@ CLASS = typer.Option("cycle", "--class", help="'cycle' (seed s draws class s mod
 SEED = typer.Option(0, help="First seed; image i uses seed + i, each from its own generator.")
 
 
+def flag(*decls: str, help: str) -> bool:  # noqa: A002 - typer's own keyword
+    """An on/off option, shown without a value type in --help."""
+    return typer.Option(False, *decls, help=help, metavar="")
+
+
 class Padding(str, Enum):
     zeros = "zeros"
     circular = "circular"
@@ -50,20 +54,6 @@ class Padding(str, Enum):
 class DType(str, Enum):
     float32 = "float32"
     float64 = "float64"
-
-
-def fails_cleanly(fn: Callable) -> Callable:
-    """A command whose bad input ends in one line naming the problem and exit code 2."""
-
-    @functools.wraps(fn)
-    def run(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except InputError as e:
-            console.print(f"[red]error:[/red] {e}", highlight=False)
-            raise typer.Exit(2) from None
-
-    return run
 
 
 def resolve_device(name: str) -> torch.device:
@@ -136,20 +126,32 @@ def progress() -> Progress:
                     console=console, transient=False)
 
 
-def load_data(dataset: str, root, limit, per_class):
+def load_data(dataset: str, root, limit, per_class, download: bool = False):
     from ..datasets import load_dataset
 
-    return load_dataset(dataset, root=root, limit=limit, per_class=per_class)
+    return load_dataset(dataset, root=root, limit=limit, per_class=per_class, download=download)
 
 
-def load_model_and_data(model: Path, dataset: str, root, limit, per_class, device: str, padding, num_classes=None):
+def load_model_and_data(model: Path, dataset: str, root, limit, per_class, device: str, padding, num_classes=None,
+                        download: bool = False):
     """The network (on the resolved device), the training data, the padding the machines take
-    (given, else the network's own) and the device."""
+    (given, else the network's own) and the device. Warns where the network was trained on
+    other data than the machines will see."""
+    import warnings
+
     from ..networks import load_network
 
     dev = resolve_device(device)
     net = load_network(model, device=dev, padding=None if padding is None else padding.value, num_classes=num_classes)
-    ds = load_data(dataset, root, limit, per_class)
+    ds = load_data(dataset, root, limit, per_class, download)
+    trained = net.meta.get("dataset")
+    if isinstance(trained, dict) and trained.get("name") is not None:
+        same = trained.get("name") == ds.name and trained.get("n", len(ds)) == len(ds)
+        if same and "sha256" in trained:
+            same = trained["sha256"] == ds.fingerprint()
+        if not same:
+            warnings.warn(f"the network was trained on {trained.get('name')} ({trained.get('n')} images), but the "
+                          f"machines use {ds.name} ({len(ds)} images): they model different training sets")
     if net.takes_labels:
         if ds.labels is None:
             raise InputError(f"the model is class-conditional but dataset {ds.name} has no labels")

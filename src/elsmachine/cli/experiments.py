@@ -12,8 +12,8 @@ import torch
 import typer
 
 from ..errors import InputError
-from .common import (DATASET, DEVICE, LIMIT, MODEL, NUM_CLASSES, PER_CLASS, ROOT, SEED, STEPS, Padding, console,
-                     fails_cleanly, load_model_and_data, parse_patch_schedule, parse_sizes, progress, seed_range)
+from .common import (DOWNLOAD, DATASET, DEVICE, LIMIT, MODEL, NUM_CLASSES, PER_CLASS, ROOT, SEED, STEPS, Padding, console,
+                     load_model_and_data, parse_patch_schedule, parse_sizes, progress, seed_range)
 
 
 class PatchMachineName(str, Enum):
@@ -26,13 +26,13 @@ def run_classes(net, ds) -> list[int] | None:
     return ds.classes if net.takes_labels else None
 
 
-@fails_cleanly
 def calibrate(
     model: Path = MODEL,
     dataset: str = DATASET,
     root: Optional[Path] = ROOT,
     limit: Optional[int] = LIMIT,
     per_class: Optional[int] = PER_CLASS,
+    download: bool = DOWNLOAD,
     machine: PatchMachineName = typer.Option(PatchMachineName.els, help="ls or els."),
     padding: Optional[Padding] = typer.Option(None, help="Default: the network's own padding."),
     sizes: str = typer.Option("3:27", help="Candidate sizes: '3,5,7' or '3:27' (odd sizes in the range)."),
@@ -50,7 +50,7 @@ def calibrate(
     from ..seeds import labels_for_seeds
 
     seed_list = seed_range(seed, seeds)
-    net, ds, pad, dev = load_model_and_data(model, dataset, root, limit, per_class, device, padding, num_classes)
+    net, ds, pad, dev = load_model_and_data(model, dataset, root, limit, per_class, device, padding, num_classes, download)
     classes = run_classes(net, ds)
     m = make_machine(machine.value, ds.images, padding=pad, labels=ds.labels if classes else None)
     labels = labels_for_seeds(seed_list, "cycle" if classes else "none", classes or [])
@@ -60,7 +60,7 @@ def calibrate(
         task = prog.add_task("calibrating", total=steps)
         sched, _, _ = run_calibration(
             net, m, parse_sizes(sizes), seed_list, steps=steps, labels=lab, criterion=criterion, device=dev,
-            meta={"dataset": ds.name, "model": str(model), "machine": machine.value, "padding": pad},
+            meta={"data": ds.describe(), "model": str(model), "machine": machine.value, "padding": pad},
             on_step=lambda info: prog.advance(task),
         )
     sched.save(out)
@@ -68,13 +68,13 @@ def calibrate(
           f"({time.perf_counter() - t0:.0f} s)")
 
 
-@fails_cleanly
 def compare(
     model: Path = MODEL,
     dataset: str = DATASET,
     root: Optional[Path] = ROOT,
     limit: Optional[int] = LIMIT,
     per_class: Optional[int] = PER_CLASS,
+    download: bool = DOWNLOAD,
     patch_schedule: Optional[str] = typer.Option(
         None, "--patch-schedule", "--schedule",
         help="Patch schedule of LS and ELS: a schedule .json, a preset name, one size or a comma list "
@@ -100,7 +100,7 @@ def compare(
             raise InputError(f"unknown machine {n!r} in --machines; choose from {', '.join(MACHINES)}")
     if not names:
         raise InputError("--machines is empty")
-    net, ds, pad, dev = load_model_and_data(model, dataset, root, limit, per_class, device, padding, num_classes)
+    net, ds, pad, dev = load_model_and_data(model, dataset, root, limit, per_class, device, padding, num_classes, download)
     if patch_schedule is None and any(MACHINES[n].has_patch_size for n in names):
         beside = patch_schedule_beside(model)
         if beside is None:
@@ -116,7 +116,7 @@ def compare(
         task = prog.add_task("comparing", total=len(seed_list))
         summary = run_comparison(
             net, ms, ds.images, seed_list, out, steps=steps, classes=classes, device=dev,
-            meta={"dataset": ds.name, "n_train": len(ds), "padding": pad},
+            meta={"data": ds.describe(), "padding": pad},
             on_seed=lambda info: prog.advance(task),
         )
     files = summary.pop("files")

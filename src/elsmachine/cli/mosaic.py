@@ -10,14 +10,33 @@ import torch
 import typer
 
 from ..errors import InputError
-from .common import (CLASS, DATASET, DEVICE, LIMIT, PATCH_SCHEDULE, PER_CLASS, ROOT, SEED, STEPS, Padding,
-                     fails_cleanly, load_data, out_console, parse_patch_schedule, progress, resolve_device, seed_range)
+from .common import (DOWNLOAD, CLASS, DATASET, DEVICE, LIMIT, PATCH_SCHEDULE, PER_CLASS, ROOT, SEED, STEPS, Padding,
+                     load_data, out_console, parse_patch_schedule, progress, resolve_device, seed_range)
 from .sample import MachineName, print_novelty
 
 MAX_SHIFT = typer.Option(2, help="Novelty: also match training images shifted by up to this many pixels.")
 
 
-@fails_cleanly
+def _data_of(d: dict, samples: Path, dataset, root, limit, per_class, download):
+    """The training data a samples file was made from: loaded again from its record, or, where the
+    command line names data, that data, which must be the same (same fingerprint)."""
+    from ..datasets import reload_dataset
+
+    record = d["meta"].get("data")
+    given = dataset is not None or root is not None or limit is not None or per_class is not None
+    if not given:
+        if record is None:
+            raise InputError(f"{samples} does not record its training data; give --dataset (and --limit or "
+                             f"--per-class) as it was sampled")
+        return reload_dataset(record)
+    ds = load_data(dataset or "mnist5k", root, limit, per_class, download)
+    if record is not None and record.get("sha256") != ds.fingerprint():
+        raise InputError(f"{samples} was made from {record.get('name')} ({record.get('n')} images, fingerprint "
+                         f"{record.get('sha256')}), but the command line gives {ds.name} ({len(ds)} images, "
+                         f"fingerprint {ds.fingerprint()}); leave out the data options to use the recorded data")
+    return ds
+
+
 def mosaic(
     seed: int = typer.Option(0, help="Seed of the sample to draw."),
     cls: str = CLASS,
@@ -25,10 +44,11 @@ def mosaic(
     padding: Padding = typer.Option(Padding.zeros, help="zeros: boundary-broken ELS; circular: periodic."),
     patch_schedule: str = PATCH_SCHEDULE,
     steps: int = STEPS,
-    dataset: str = DATASET,
+    dataset: Optional[str] = typer.Option(None, help="As for els sample (default mnist5k); with --samples, the data the samples record."),
     root: Optional[Path] = ROOT,
     limit: Optional[int] = LIMIT,
     per_class: Optional[int] = PER_CLASS,
+    download: bool = DOWNLOAD,
     samples: Optional[Path] = typer.Option(None, help="Draw a saved sample (an .npz written by els sample --trace) instead."),
     index: int = typer.Option(0, help="With --samples: which image of the file."),
     step: int = typer.Option(-1, help="Step whose sources the maps show (-1: the last, which makes the final image)."),
@@ -53,10 +73,10 @@ def mosaic(
 
     if max_shift < 0:
         raise InputError(f"--max-shift must be >= 0, got {max_shift}")
-    ds = load_data(dataset, root, limit, per_class)
     t0 = time.perf_counter()
     if samples is not None:
         d = load_samples(samples)
+        ds = _data_of(d, samples, dataset, root, limit, per_class, download)
         n = d["images"].shape[0]
         if not 0 <= index < n:
             raise InputError(f"--index must lie in 0..{n - 1} for {samples}")
@@ -68,6 +88,7 @@ def mosaic(
     else:
         dev = resolve_device(device)
         seed_range(seed, 1)
+        ds = load_data(dataset or "mnist5k", root, limit, per_class, download)
         labels = labels_for_seeds([seed], cls, ds.classes)
         label = None if labels is None else labels[0]
         ks = parse_patch_schedule(patch_schedule) if machine != MachineName.ideal else None
@@ -82,14 +103,14 @@ def mosaic(
         what = f"{machine.value} ({padding.value}), seed {seed}" + ("" if label is None else f", class {label}")
         save_samples(out / "sample.npz", x, seeds=[seed], labels=None if label is None else [label],
                      meta={"machine": machine.value, "padding": padding.value, "patch_schedule": patch_schedule,
-                           "steps": steps, "dataset": ds.name, "n_train": len(ds), "class": cls}, **tr.to_arrays())
+                           "patch_sizes_used": tr.patch_sizes.tolist(), "steps": steps, "data": ds.describe(),
+                           "class": cls}, **tr.to_arrays())
     paths = render_mosaic(tr, ds.images, out, step=step, title=what)
     nov = novelty(x.cpu(), ds.images, trace=tr, max_shift=max_shift)
     print_novelty(nov, [sd], None if label is None else [label])
     print(f"wrote {', '.join(str(p) for p in paths)} ({time.perf_counter() - t0:.1f} s)")
 
 
-@fails_cleanly
 def novelty(
     machines: str = typer.Option("ideal,ls,els", help="Comma list of ideal, ls, els."),
     seeds: int = typer.Option(10, help="Number of seeds (--seed .. --seed + N - 1)."),
@@ -102,6 +123,7 @@ def novelty(
     root: Optional[Path] = ROOT,
     limit: Optional[int] = LIMIT,
     per_class: Optional[int] = PER_CLASS,
+    download: bool = DOWNLOAD,
     max_shift: int = MAX_SHIFT,
     device: str = DEVICE,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the per-seed rows and summary as JSON."),
@@ -124,7 +146,7 @@ def novelty(
     for n in names:
         if n not in MACHINES:
             raise InputError(f"unknown machine {n!r} in --machines; choose from {', '.join(MACHINES)}")
-    ds = load_data(dataset, root, limit, per_class)
+    ds = load_data(dataset, root, limit, per_class, download)
     labels = labels_for_seeds(seed_list, cls, ds.classes)
     lab = None if labels is None else torch.tensor(labels, device=dev)
     noise = seed_noise(seed_list, tuple(ds.images.shape[1:]), device=dev)

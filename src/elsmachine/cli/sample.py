@@ -11,8 +11,8 @@ import torch
 import typer
 
 from ..errors import InputError
-from .common import (CLASS, DATASET, DEVICE, LIMIT, NUM_CLASSES, PATCH_SCHEDULE, PER_CLASS, ROOT, SEED, STEPS, DType,
-                     Padding, fails_cleanly, load_data, out_console, parse_bytes, parse_int_list,
+from .common import (DOWNLOAD, flag, CLASS, DATASET, DEVICE, LIMIT, NUM_CLASSES, PATCH_SCHEDULE, PER_CLASS, ROOT, SEED, STEPS, DType,
+                     Padding, load_data, out_console, parse_bytes, parse_int_list,
                      parse_patch_schedule, progress, resolve_device, seed_range)
 
 
@@ -42,7 +42,6 @@ def patch_sizes_used(machine, grid) -> list[int] | None:
     return [machine._covering(machine.patch_size_at(t)) for t in grid[:-1].tolist()]
 
 
-@fails_cleanly
 def sample(
     machine: MachineName = typer.Option(MachineName.els, "--machine", "-m", help="ideal (IS), ls (LS) or els (ELS)."),
     padding: Padding = typer.Option(Padding.zeros, help="zeros: boundary-broken ELS; circular: periodic."),
@@ -56,14 +55,15 @@ def sample(
     root: Optional[Path] = ROOT,
     limit: Optional[int] = LIMIT,
     per_class: Optional[int] = PER_CLASS,
+    download: bool = DOWNLOAD,
     device: str = DEVICE,
     dtype: DType = typer.Option(DType.float32, help="Arithmetic precision."),
     memory_budget: str = typer.Option("2GiB", help="Bytes of candidate keys held at once."),
     out: Path = typer.Option(Path("samples.png"), "--out", "-o", help="PNG grid; the raw outputs go beside it as .npz."),
     model: Optional[Path] = typer.Option(None, "--model", help="Sample a trained network instead of a machine."),
     num_classes: Optional[int] = NUM_CLASSES,
-    trace: bool = typer.Option(False, "--trace", help="Save the patch-mosaic trace with the samples (for els mosaic)."),
-    show_novelty: bool = typer.Option(False, "--novelty", help="Print how new each sample is (nearest training image, sources, verdict)."),
+    trace: bool = flag("--trace", help="Save the patch-mosaic trace with the samples (for els mosaic)."),
+    show_novelty: bool = flag("--novelty", help="Print how new each sample is (nearest training image, sources, verdict)."),
     max_shift: int = typer.Option(2, help="With --novelty: also match training images shifted by up to this many pixels."),
 ):
     """Generate images with a score machine through deterministic DDIM.
@@ -83,7 +83,7 @@ def sample(
     if max_shift < 0:
         raise InputError(f"--max-shift must be >= 0, got {max_shift}")
     seed_list = parse_int_list(seeds, "--seeds") if seeds else seed_range(seed, num, "--num")
-    ds = load_data(dataset, root, limit, per_class)
+    ds = load_data(dataset, root, limit, per_class, download)
     if model is not None:
         from ..networks import load_network
 
@@ -115,7 +115,7 @@ def sample(
         "model": None if model is None else str(model),
         "machine": machine.value if model is None else "network", "padding": padding.value,
         "patch_schedule": patch_schedule if used is not None else None, "patch_sizes_used": used,
-        "steps": steps, "dataset": ds.name, "n_train": len(ds), "dtype": dtype.value, "device": str(dev),
+        "steps": steps, "data": ds.describe(), "dtype": dtype.value, "device": str(dev),
         "class": cls, "seconds": round(elapsed, 3),
     }
     npz = out.with_suffix(".npz")

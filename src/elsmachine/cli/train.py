@@ -11,7 +11,7 @@ import torch
 import typer
 
 from ..errors import InputError
-from .common import DATASET, DEVICE, LIMIT, PER_CLASS, ROOT, Padding, fails_cleanly, load_data, parse_int_list, progress, resolve_device
+from .common import DOWNLOAD, flag, DATASET, DEVICE, LIMIT, PER_CLASS, ROOT, Padding, load_data, parse_int_list, progress, resolve_device
 
 
 class Arch(str, Enum):
@@ -19,15 +19,15 @@ class Arch(str, Enum):
     unet = "unet"
 
 
-@fails_cleanly
 def train(
     dataset: str = DATASET,
     root: Optional[Path] = ROOT,
     limit: Optional[int] = LIMIT,
     per_class: Optional[int] = PER_CLASS,
+    download: bool = DOWNLOAD,
     arch: Arch = typer.Option(Arch.resnet, help="resnet (paper: 8 layers x 256) or unet (paper: 64/128/256)."),
     padding: Padding = typer.Option(Padding.zeros, help="Padding of every convolution."),
-    cond: bool = typer.Option(False, "--cond/--no-cond", help="Class-conditional (needs labels)."),
+    cond: bool = flag("--cond/--no-cond", help="Class-conditional (needs labels)."),
     width: int = typer.Option(256, help="ResNet channels."),
     depth: int = typer.Option(8, help="ResNet residual layers."),
     widths: str = typer.Option("64,128,256", help="UNet channels per scale."),
@@ -41,7 +41,7 @@ def train(
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from the weights of this checkpoint (same architecture)."),
     device: str = DEVICE,
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for checkpoints."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+    resume: bool = flag("--resume", help="Continue the run in --out exactly where it stopped."),
 ):
     """Train a noise-predicting convolutional network (checkpoints: model.safetensors + config.json).
 
@@ -52,7 +52,7 @@ def train(
     from ..networks.training import train as run_training
 
     dev = resolve_device(device)
-    ds = load_data(dataset, root, limit, per_class)
+    ds = load_data(dataset, root, limit, per_class, download)
     C, H, W = ds.images.shape[1:]
     if H != W:
         raise InputError(f"networks are built for square images; {ds.name} has {H}x{W}")

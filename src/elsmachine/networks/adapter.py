@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .. import checks
-from ..errors import InputError
+from ..errors import InputError, RunError
 from ..noise import CosineSchedule
 
 __all__ = ["NetworkDenoiser"]
@@ -74,7 +74,7 @@ class NetworkDenoiser:
         except InputError:
             raise
         except Exception as e:  # noqa: BLE001 - a network that fails is named, not a traceback
-            raise InputError(f"the network {self.meta.get('source', type(self.net).__name__)} failed on input of "
+            raise RunError(f"the network {self.meta.get('source', type(self.net).__name__)} failed on input of "
                              f"shape {tuple(x.shape)}: {type(e).__name__}: {e}") from None
         finally:
             if was_training:

@@ -175,7 +175,7 @@ def train(
         "network": net_cfg.to_dict(),
         "train": asdict(cfg),
         "schedule": schedule.to_dict(),
-        "dataset": {"name": data.name, "n": len(data)},
+        "dataset": data.describe(),
     }
     torch.manual_seed(cfg.seed)  # the initial weights
     net = build_network(net_cfg).to(device)
@@ -196,6 +196,8 @@ def train(
                 old = {**asdict(TrainConfig()), **(old or {})}  # fields added since that run: defaults
                 old = {k: v for k, v in old.items() if k != "epochs"}
                 new = {k: v for k, v in new.items() if k != "epochs"}
+            if key == "dataset":  # what runs of older versions recorded of their data
+                new = {k: v for k, v in new.items() if k in (old or {})}
             if old != new:
                 raise InputError(f"cannot resume: the {key} settings differ from those in {out}/state.safetensors "
                                  f"(saved {old}, now {new})")

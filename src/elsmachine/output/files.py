@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, RunError
 
-__all__ = ["atomic_write", "write_json", "save_samples", "load_samples", "file_digest"]
+__all__ = ["atomic_write", "write_json", "save_samples", "load_samples", "file_digest", "check_writable"]
 
 
 def atomic_write(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically; returns the path. An unwritable place is an
-    InputError naming it."""
+    """Write ``data`` to ``path`` atomically; returns the path. A folder that cannot be made is
+    an InputError naming it; a write that fails (a full disk) a RunError."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,10 +37,26 @@ def atomic_write(path, data: bytes) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
+        raise RunError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
         if tmp.exists():
             tmp.unlink()
+    return path
+
+
+def check_writable(path) -> Path:
+    """Fail now, before any work, where ``path`` could not be written later: its folder is
+    created if missing and must accept a new file."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(f".{path.name}.{os.getpid()}.probe")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"cannot write to {path.parent}: {e.strerror or e}") from None
     return path
 
 
