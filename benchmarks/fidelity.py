@@ -15,7 +15,6 @@ the paper's MNIST-ResNet patch schedule, 20 steps:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch

@@ -8,11 +8,11 @@ import warnings
 
 import numpy as np
 import pytest
+import reference as ref
 import torch
 from typer.testing import CliRunner
 
 import elsmachine as em
-import reference as ref
 from elsmachine.cli import app
 from elsmachine.experiments.calibrate import calibrate
 from elsmachine.experiments.compare import compare

@@ -1,6 +1,5 @@
 """The bundled data, .npz loading, and the command line end to end on tiny settings."""
 
-import json
 import subprocess
 import sys
 

@@ -1,12 +1,10 @@
 """Invariants the machines must satisfy whatever their implementation (STYLE.md, habit 8)."""
 
 import pytest
+import reference as ref
 import torch
 
 import elsmachine as em
-import reference as ref
-
-
 
 # IS has no displacement form: it always runs on the attention engine.
 ENGINES = [(n, b) for n in ("ideal", "ls", "els") for b in ("native", "fused", "explicit") if (n, b) != ("ideal", "native")]

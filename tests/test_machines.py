@@ -1,10 +1,10 @@
 """Every machine against the brute-force float64 reference, through the public API."""
 
 import pytest
+import reference as ref
 import torch
 
 import elsmachine as em
-import reference as ref
 
 BACKENDS = ["native", "fused", "explicit"]
 

@@ -3,16 +3,15 @@
 import json
 
 import pytest
+import reference as ref
 import torch
 from typer.testing import CliRunner
 
 import elsmachine as em
-import reference as ref
 from elsmachine.cli import app
 from elsmachine.experiments.novelty import novelty
 from elsmachine.output.files import load_samples
 from elsmachine.output.plots import render_mosaic
-
 
 
 def traced_sample(machine, noise, **kw):

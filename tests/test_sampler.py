@@ -1,10 +1,10 @@
 """The DDIM sampler: grid, per-step patch sizes, callback, seeds, and agreement with a naive loop."""
 
 import pytest
+import reference as ref
 import torch
 
 import elsmachine as em
-import reference as ref
 
 
 class Recorder:

@@ -8,7 +8,7 @@ contract, and the paper's experiments. docs/theory.md states what every piece co
 from .contract import Denoiser
 from .datasets import Dataset, load_dataset
 from .engines import Attended, attend
-from .errors import InputError
+from .errors import InputError, RunError
 from .machines import (
     DEFAULT_MEMORY_BUDGET,
     MACHINES,
@@ -43,6 +43,7 @@ __all__ = [
     "NetworkDenoiser",
     "PRESETS",
     "PatchSchedule",
+    "RunError",
     "SampleTrace",
     "ScoreMachine",
     "Trace",

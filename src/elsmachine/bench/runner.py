@@ -64,6 +64,9 @@ def bench_grid(machines: list[str], ns: list[int], batches: list[int], *, steps:
         raise InputError(f"--approx-radius takes non-negative integers, got {radii}")
     cfgs = [BenchConfig(machine=m, n=n, batch=b, steps=steps, baseline=f"{m}:{n}:{b}" in baseline)
             for m in machines for n in ns for b in batches if f"{m}:{n}:{b}" not in skip]
+    for K in approx:
+        if all(K >= n for n in ns):
+            raise InputError(f"--approx {K}: no N is larger ({', '.join(map(str, ns))}), so there is nothing to approximate")
     cfgs += [BenchConfig(machine="els-zeros", n=n, batch=1, steps=steps, approx=K) for n in ns for K in approx if K < n]
     cfgs += [BenchConfig(machine="els-zeros", n=n, batch=4, steps=steps, radius=R) for n in ns for R in radii]
     if not cfgs:

@@ -24,6 +24,7 @@ _USAGE = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickExcep
 
 
 def _fail(message: str, code: int):
+    message = " ".join(ln.strip() for ln in str(message).splitlines() if ln.strip())
     console.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
     sys.exit(code)
 
@@ -38,7 +39,7 @@ class OneLineErrors(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("always", UserWarning)
+                warnings.simplefilter("default", UserWarning)
                 warnings.showwarning = _warn
                 rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
                                   **extra)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -18,7 +17,7 @@ def bench(
     steps: int = typer.Option(20, help="Steps of the paper's MNIST ResNet patch schedule."),
     baseline: str = typer.Option("els-zeros:500:1", help="Configurations (machine:n:batch, comma list) also timed against the straightforward baseline; 'none' for none."),
     skip: str = typer.Option("", help="Configurations (machine:n:batch, comma list) to leave out."),
-    approx: str = typer.Option("", help="Approximate mode: also run ELS zeros, batch 1, with candidates from this many nearest images (comma list, e.g. 64,256; multiples of 64 fill the kernel's blocks), against exact."),
+    approx: str = typer.Option("", help="Approximate mode: also run ELS zeros, batch 1, for each N larger than K, with candidates from the K nearest images (comma list of K, e.g. 64,256; multiples of 64 fill the kernel blocks), against exact."),
     approx_radius: str = typer.Option("", help="Approximate mode: also run ELS zeros, batch 4, with candidates only within this many pixels of the query along each axis (comma list, e.g. 4,8), against exact."),
     quick: bool = flag("--quick", help="A tiny run (N = 64, batch 1 and 2, 4 steps) that checks the benchmark itself."),
     out: Path = typer.Option(Path("bench.json"), "--out", "-o", help="The JSON report to write."),
@@ -28,8 +27,9 @@ def bench(
     from rich.table import Table
 
     from ..bench import bench_grid, run_benchmark
-    from ..output.files import write_json
+    from ..output.files import check_writable, write_json
 
+    check_writable(out)
     names = [m.strip() for m in machines.split(",") if m.strip()]
     ns = [64] if quick else parse_int_list(n, "--n")
     bs = [1, 2] if quick else parse_int_list(batch, "--batch")

@@ -57,16 +57,26 @@ class DType(str, Enum):
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else is passed to torch.device."""
+    """'auto' -> cuda when available, else cpu; else a device that exists here (cpu, cuda,
+    cuda:N, mps), or an InputError saying why not."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
-    except RuntimeError:
+    except (RuntimeError, ValueError):
         raise InputError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {name!r} was asked for but CUDA is not available here")
-    return dev
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+            raise InputError(f"device {name!r} was asked for but {why}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA device(s) here")
+        return dev
+    if dev.type == "mps" and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return dev
+    raise InputError(f"device {name!r} is not available here; use auto, cpu, cuda or cuda:N")
 
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
@@ -132,6 +142,17 @@ def load_data(dataset: str, root, limit, per_class, download: bool = False):
     return load_dataset(dataset, root=root, limit=limit, per_class=per_class, download=download)
 
 
+def load_conditional_network(model, dev, padding=None, num_classes=None):
+    """A network on ``dev`` that, when class-conditional, knows how many classes it has."""
+    from ..networks import load_network
+
+    net = load_network(model, device=dev, padding=None if padding is None else padding.value, num_classes=num_classes)
+    if net.takes_labels and not net.num_classes:
+        raise InputError(f"the model {model} is class-conditional but does not say how many classes it has: "
+                         f"pass --num-classes")
+    return net
+
+
 def load_model_and_data(model: Path, dataset: str, root, limit, per_class, device: str, padding, num_classes=None,
                         download: bool = False):
     """The network (on the resolved device), the training data, the padding the machines take
@@ -139,10 +160,8 @@ def load_model_and_data(model: Path, dataset: str, root, limit, per_class, devic
     other data than the machines will see."""
     import warnings
 
-    from ..networks import load_network
-
     dev = resolve_device(device)
-    net = load_network(model, device=dev, padding=None if padding is None else padding.value, num_classes=num_classes)
+    net = load_conditional_network(model, dev, padding, num_classes)
     ds = load_data(dataset, root, limit, per_class, download)
     trained = net.meta.get("dataset")
     if isinstance(trained, dict) and trained.get("name") is not None:
@@ -151,12 +170,10 @@ def load_model_and_data(model: Path, dataset: str, root, limit, per_class, devic
             same = trained["sha256"] == ds.fingerprint()
         if not same:
             warnings.warn(f"the network was trained on {trained.get('name')} ({trained.get('n')} images), but the "
-                          f"machines use {ds.name} ({len(ds)} images): they model different training sets")
+                          f"machines use {ds.name} ({len(ds)} images): they model different training sets", stacklevel=2)
     if net.takes_labels:
         if ds.labels is None:
             raise InputError(f"the model is class-conditional but dataset {ds.name} has no labels")
-        if not net.num_classes:
-            raise InputError("the model is class-conditional but does not say how many classes it has: pass --num-classes")
         if max(ds.classes) >= net.num_classes:
             raise InputError(f"dataset {ds.name} has classes up to {max(ds.classes)}; the model knows {net.num_classes}")
     pad = padding.value if padding is not None else (net.padding or "zeros")

@@ -12,8 +12,25 @@ import torch
 import typer
 
 from ..errors import InputError
-from .common import (DOWNLOAD, DATASET, DEVICE, LIMIT, MODEL, NUM_CLASSES, PER_CLASS, ROOT, SEED, STEPS, Padding, console,
-                     load_model_and_data, parse_patch_schedule, parse_sizes, progress, seed_range)
+from .common import (
+    DATASET,
+    DEVICE,
+    DOWNLOAD,
+    LIMIT,
+    MODEL,
+    NUM_CLASSES,
+    PER_CLASS,
+    ROOT,
+    SEED,
+    STEPS,
+    Padding,
+    console,
+    load_model_and_data,
+    parse_patch_schedule,
+    parse_sizes,
+    progress,
+    seed_range,
+)
 
 
 class PatchMachineName(str, Enum):
@@ -46,24 +63,30 @@ def calibrate(
 ):
     """Calibrate the patch size per step against a trained network; writes a patch schedule JSON."""
     from ..experiments.calibrate import calibrate as run_calibration
+    from ..experiments.calibrate import finish
     from ..machines import make_machine
+    from ..output.files import check_writable
     from ..seeds import labels_for_seeds
 
     seed_list = seed_range(seed, seeds)
+    sizes_tried = parse_sizes(sizes)
+    check_writable(out)
     net, ds, pad, dev = load_model_and_data(model, dataset, root, limit, per_class, device, padding, num_classes, download)
     classes = run_classes(net, ds)
-    m = make_machine(machine.value, ds.images, padding=pad, labels=ds.labels if classes else None)
+    m = make_machine(machine.value, ds.images, padding=pad, labels=ds.labels if classes else None, schedule=net.schedule)
     labels = labels_for_seeds(seed_list, "cycle" if classes else "none", classes or [])
     lab = None if labels is None else torch.tensor(labels, device=dev)
+    work = out.with_name(out.name + ".parts")  # finished seeds, kept until the schedule is written
     t0 = time.perf_counter()
     with progress() as prog:
-        task = prog.add_task("calibrating", total=steps)
+        task = prog.add_task("calibrating", total=steps * len(seed_list))
         sched, _, _ = run_calibration(
-            net, m, parse_sizes(sizes), seed_list, steps=steps, labels=lab, criterion=criterion, device=dev,
+            net, m, sizes_tried, seed_list, steps=steps, labels=lab, criterion=criterion, device=dev,
             meta={"data": ds.describe(), "model": str(model), "machine": machine.value, "padding": pad},
-            on_step=lambda info: prog.advance(task),
+            on_step=lambda info: prog.advance(task), work_dir=work,
         )
     sched.save(out)
+    finish(work)
     print(f"wrote {out}: sizes {list(sched.sizes)} for t = {', '.join(f'{t:g}' for t in sched.ts)} "
           f"({time.perf_counter() - t0:.0f} s)")
 
@@ -92,8 +115,10 @@ def compare(
     from ..experiments.compare import compare as run_comparison
     from ..machines import MACHINES, make_machine
     from ..networks.checkpoints import patch_schedule_beside
+    from ..output.files import check_writable
 
     seed_list = seed_range(seed, seeds)
+    check_writable(out / "summary.json")
     names = [n.strip() for n in machines.split(",") if n.strip()]
     for n in names:
         if n not in MACHINES:

@@ -10,8 +10,25 @@ import torch
 import typer
 
 from ..errors import InputError
-from .common import (DOWNLOAD, CLASS, DATASET, DEVICE, LIMIT, PATCH_SCHEDULE, PER_CLASS, ROOT, SEED, STEPS, Padding,
-                     load_data, out_console, parse_patch_schedule, progress, resolve_device, seed_range)
+from .common import (
+    CLASS,
+    DATASET,
+    DEVICE,
+    DOWNLOAD,
+    LIMIT,
+    PATCH_SCHEDULE,
+    PER_CLASS,
+    ROOT,
+    SEED,
+    STEPS,
+    Padding,
+    load_data,
+    out_console,
+    parse_patch_schedule,
+    progress,
+    resolve_device,
+    seed_range,
+)
 from .sample import MachineName, print_novelty
 
 MAX_SHIFT = typer.Option(2, help="Novelty: also match training images shifted by up to this many pixels.")
@@ -66,13 +83,14 @@ def mosaic(
     """
     from ..experiments.novelty import novelty
     from ..machines import SampleTrace, Traced, make_machine
-    from ..output.files import load_samples, save_samples
+    from ..output.files import check_writable, load_samples, save_samples
     from ..output.plots import render_mosaic
     from ..sampling import ddim_sample
     from ..seeds import labels_for_seeds, seed_noise
 
     if max_shift < 0:
         raise InputError(f"--max-shift must be >= 0, got {max_shift}")
+    check_writable(out / "mosaic.png")
     t0 = time.perf_counter()
     if samples is not None:
         d = load_samples(samples)
@@ -134,12 +152,14 @@ def novelty(
     from ..experiments.novelty import novelty as novelty_of
     from ..experiments.novelty import novelty_summary
     from ..machines import MACHINES, Traced, make_machine
-    from ..output.files import write_json
+    from ..output.files import check_writable, write_json
     from ..sampling import ddim_sample
     from ..seeds import labels_for_seeds, seed_noise
 
     if max_shift < 0:
         raise InputError(f"--max-shift must be >= 0, got {max_shift}")
+    if out is not None:
+        check_writable(out)
     dev = resolve_device(device)
     seed_list = seed_range(seed, seeds)
     names = [n.strip() for n in machines.split(",") if n.strip()]

@@ -11,9 +11,31 @@ import torch
 import typer
 
 from ..errors import InputError
-from .common import (DOWNLOAD, flag, CLASS, DATASET, DEVICE, LIMIT, NUM_CLASSES, PATCH_SCHEDULE, PER_CLASS, ROOT, SEED, STEPS, DType,
-                     Padding, load_data, out_console, parse_bytes, parse_int_list,
-                     parse_patch_schedule, progress, resolve_device, seed_range)
+from .common import (
+    CLASS,
+    DATASET,
+    DEVICE,
+    DOWNLOAD,
+    LIMIT,
+    NUM_CLASSES,
+    PATCH_SCHEDULE,
+    PER_CLASS,
+    ROOT,
+    SEED,
+    STEPS,
+    DType,
+    Padding,
+    flag,
+    load_conditional_network,
+    load_data,
+    out_console,
+    parse_bytes,
+    parse_int_list,
+    parse_patch_schedule,
+    progress,
+    resolve_device,
+    seed_range,
+)
 
 
 class MachineName(str, Enum):
@@ -74,22 +96,24 @@ def sample(
     """
     from ..machines import Traced, make_machine
     from ..noise import ddim_grid
-    from ..output.files import save_samples
-    from ..output.images import image_grid, save_png
+    from ..output.files import check_writable, save_samples
+    from ..output.images import image_format, image_grid, save_image
     from ..sampling import ddim_sample
     from ..seeds import labels_for_seeds, seed_noise
 
     dev = resolve_device(device)
     if max_shift < 0:
         raise InputError(f"--max-shift must be >= 0, got {max_shift}")
+    if model is not None and trace:
+        raise InputError("--trace needs a machine: a network has no candidates to trace")
     seed_list = parse_int_list(seeds, "--seeds") if seeds else seed_range(seed, num, "--num")
+    npz = out.with_suffix(".npz")
+    image_format(out)
+    check_writable(out)
+    check_writable(npz)
     ds = load_data(dataset, root, limit, per_class, download)
     if model is not None:
-        from ..networks import load_network
-
-        if trace:
-            raise InputError("--trace needs a machine: a network has no candidates to trace")
-        m = load_network(model, device=dev, num_classes=num_classes)
+        m = load_conditional_network(model, dev, num_classes=num_classes)
         classes = list(range(m.num_classes)) if m.takes_labels else []
         if not m.takes_labels and cls not in ("cycle", "none"):
             raise InputError(f"--class {cls}: the network {model} is not class-conditional")
@@ -118,9 +142,8 @@ def sample(
         "steps": steps, "data": ds.describe(), "dtype": dtype.value, "device": str(dev),
         "class": cls, "seconds": round(elapsed, 3),
     }
-    npz = out.with_suffix(".npz")
     save_samples(npz, x, seeds=seed_list, labels=labels, meta=meta, **(tr.to_arrays() if tr is not None and trace else {}))
-    save_png(image_grid(x), out)
+    save_image(image_grid(x), out)
     if show_novelty:
         from ..experiments.novelty import novelty
 

@@ -11,7 +11,20 @@ import torch
 import typer
 
 from ..errors import InputError
-from .common import DOWNLOAD, flag, DATASET, DEVICE, LIMIT, PER_CLASS, ROOT, Padding, load_data, parse_int_list, progress, resolve_device
+from .common import (
+    DATASET,
+    DEVICE,
+    DOWNLOAD,
+    LIMIT,
+    PER_CLASS,
+    ROOT,
+    Padding,
+    flag,
+    load_data,
+    parse_int_list,
+    progress,
+    resolve_device,
+)
 
 
 class Arch(str, Enum):
@@ -50,8 +63,10 @@ def train(
     from ..networks.architectures import NetConfig
     from ..networks.training import TrainConfig
     from ..networks.training import train as run_training
+    from ..output.files import check_writable
 
     dev = resolve_device(device)
+    check_writable(out / "config.json")
     ds = load_data(dataset, root, limit, per_class, download)
     C, H, W = ds.images.shape[1:]
     if H != W:

@@ -8,19 +8,31 @@ At every step, on the network's x_t, each candidate size k gives the machine's s
 per step, the median over seeds (the lower median, so the size is one that was actually
 chosen). The schedule records its grid, so a sampler reading it uses size j at exactly the time
 it was calibrated for.
+
+With a ``work_dir`` the seeds run one at a time and each finished seed is saved there (its file
+named by the settings), so an interrupted calibration rerun with the same settings picks up
+where it stopped, repeating no seed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import shutil
 import statistics
+import warnings
+from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from .. import checks
 from ..contract import denoiser_name, takes_patch_size
 from ..errors import InputError
 from ..noise import ddim_grid
+from ..output.files import atomic_write
 from ..patch_schedule import PatchSchedule
 from ..sampling import ddim_sample
 from ..seeds import seed_noise
@@ -31,39 +43,12 @@ __all__ = ["calibrate", "CRITERIA"]
 CRITERIA = ("cosine", "l2")
 
 
-def calibrate(
-    network,
-    machine,
-    sizes: Sequence[int],
-    seeds: Sequence[int],
-    *,
-    steps: int = 20,
-    labels: torch.Tensor | None = None,
-    criterion: str = "cosine",
-    dtype=torch.float32,
-    device="cpu",
-    meta: dict | None = None,
-    on_step: Callable[[dict], None] | None = None,
-) -> tuple[PatchSchedule, torch.Tensor, torch.Tensor]:
-    """Return (patch schedule, best [steps, seeds] chosen sizes, similarity [steps, sizes, seeds]).
-
-    ``network`` and ``machine`` both follow the denoiser contract; the machine also takes
-    ``patch_size=``. Similarity is cosine (higher is better) or minus the L2 distance.
-    """
-    if criterion not in CRITERIA:
-        raise InputError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
-    if not takes_patch_size(machine):
-        raise InputError(f"{denoiser_name(machine)} has no patch size to calibrate")
-    sizes = [checks.patch_size(k, "candidate patch sizes") for k in sizes]
-    if not sizes:
-        raise InputError("give at least one candidate patch size")
-    if machine.schedule != network.schedule:
-        raise InputError(f"the machine uses the noise schedule {machine.schedule}, the network {network.schedule}: "
-                         f"they must agree to be calibrated against each other")
-    x = seed_noise(list(seeds), machine.image_shape, dtype=dtype, device=device)
+def _similarities(network, machine, noise, labels, sizes, steps, criterion, on_step) -> tuple[torch.Tensor, torch.Tensor]:
+    """best [steps, B] and similarity [steps, sizes, B] along the network's trajectories from ``noise``."""
     sched = network.schedule
-    best = torch.zeros(steps, len(seeds), dtype=torch.long)
-    sim = torch.zeros(steps, len(sizes), len(seeds), dtype=torch.float64)
+    B = noise.shape[0]
+    best = torch.zeros(steps, B, dtype=torch.long)
+    sim = torch.zeros(steps, len(sizes), B, dtype=torch.float64)
 
     def at_step(info: dict) -> None:
         i, t, x_t = info["i"], info["t"], info["x"]
@@ -79,9 +64,83 @@ def calibrate(
         if on_step is not None:
             on_step({"i": i, "t": t, "best": best[i].tolist()})
 
-    ddim_sample(network, x, steps=steps, labels=labels, callback=at_step)  # the network's own trajectory
+    ddim_sample(network, noise, steps=steps, labels=labels, callback=at_step)  # the network's own trajectory
+    return best, sim
+
+
+def calibrate(
+    network,
+    machine,
+    sizes: Sequence[int],
+    seeds: Sequence[int],
+    *,
+    steps: int = 20,
+    labels: torch.Tensor | None = None,
+    criterion: str = "cosine",
+    dtype=torch.float32,
+    device="cpu",
+    meta: dict | None = None,
+    on_step: Callable[[dict], None] | None = None,
+    work_dir=None,
+) -> tuple[PatchSchedule, torch.Tensor, torch.Tensor]:
+    """Return (patch schedule, best [steps, seeds] chosen sizes, similarity [steps, sizes, seeds]).
+
+    ``network`` and ``machine`` both follow the denoiser contract; the machine also takes
+    ``patch_size=``. Similarity is cosine (higher is better) or minus the L2 distance.
+    ``labels`` [seeds]: the class of each seed for class-conditional denoisers. ``work_dir``:
+    where finished seeds are kept until the calibration completes (see the module docstring).
+    """
+    from .compare import describe
+
+    if criterion not in CRITERIA:
+        raise InputError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
+    if not takes_patch_size(machine):
+        raise InputError(f"{denoiser_name(machine)} has no patch size to calibrate")
+    sizes = [checks.patch_size(k, "candidate patch sizes") for k in sizes]
+    if not sizes:
+        raise InputError("give at least one candidate patch size")
+    if machine.schedule != network.schedule:
+        raise InputError(f"the machine uses the noise schedule {machine.schedule}, the network {network.schedule}: "
+                         f"they must agree to be calibrated against each other")
+    seeds = list(seeds)
+    noise = seed_noise(seeds, machine.image_shape, dtype=dtype, device=device)
+    if work_dir is None:
+        best, sim = _similarities(network, machine, noise, labels, sizes, steps, criterion, on_step)
+    else:
+        key = hashlib.sha256(json.dumps([describe(network), describe(machine), sizes, steps, criterion, str(dtype)],
+                                        sort_keys=True, default=str).encode()).hexdigest()[:12]
+        work = Path(work_dir)
+        per_seed = []
+        for b, seed in enumerate(seeds):
+            lab = None if labels is None else labels[b : b + 1]
+            label_tag = "" if lab is None else f"-class{int(lab)}"
+            path = work / f"seed{seed:06d}{label_tag}-{key}.npz"
+            if path.exists():
+                with np.load(path) as d:
+                    per_seed.append((torch.from_numpy(d["best"]), torch.from_numpy(d["sim"])))
+                if on_step is not None:
+                    for i in range(steps):
+                        on_step({"i": i, "seed": seed, "resumed": True})
+                continue
+            bs, sm = _similarities(network, machine, noise[b : b + 1], lab, sizes, steps, criterion, on_step)
+            buf = io.BytesIO()
+            np.savez(buf, best=bs.numpy(), sim=sm.numpy())
+            atomic_write(path, buf.getvalue())
+            per_seed.append((bs, sm))
+        best = torch.cat([bs for bs, _ in per_seed], dim=1)
+        sim = torch.cat([sm for _, sm in per_seed], dim=2)
     chosen = [int(statistics.median_low(best[i].tolist())) for i in range(steps)]
     ts = tuple(float(t) for t in ddim_grid(steps)[:-1])
-    info = {"criterion": criterion, "sizes_tried": sizes, "seeds": list(seeds), "steps": steps,
-            "per_seed": best.tolist(), "schedule": sched.to_dict(), **(meta or {})}
+    at_edge = [t for t, k in zip(ts, chosen) if k == max(sizes)]
+    if at_edge and len(sizes) > 1:
+        warnings.warn(f"calibration chose the largest size tried ({max(sizes)}) at t = "
+                      f"{', '.join(f'{t:g}' for t in at_edge)}: the network may prefer larger windows there; "
+                      f"try larger sizes", stacklevel=2)
+    info = {"criterion": criterion, "sizes_tried": sizes, "seeds": seeds, "steps": steps,
+            "per_seed": best.tolist(), "schedule": network.schedule.to_dict(), **(meta or {})}
     return PatchSchedule(ts=ts, sizes=tuple(chosen), meta=info), best, sim
+
+
+def finish(work_dir) -> None:
+    """Remove the finished seeds once the calibration they served is written."""
+    shutil.rmtree(work_dir, ignore_errors=True)

@@ -9,6 +9,7 @@ range; two different MNIST digits differ by 0.4 to 0.9), else "new".
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +55,12 @@ def novelty(images: torch.Tensor, train_images: torch.Tensor, *, trace: SampleTr
         raise InputError(f"images {tuple(images.shape)} do not match training images {tuple(train_images.shape)}")
     if max_shift < 0:
         raise InputError(f"max_shift must be >= 0, got {max_shift}")
+    H, W = images.shape[-2:]
+    if max_shift > max(H, W) // 2:
+        # A circular shift by d is one by d - H the other way: larger ones add nothing.
+        warnings.warn(f"max_shift {max_shift} is more than half the image ({H}x{W}); using {max(H, W) // 2}, "
+                      f"which already covers every circular shift", stacklevel=2)
+        max_shift = max(H, W) // 2
     x = images.detach().cpu()
     B = x.shape[0]
     best_d = torch.full((B,), float("inf"), dtype=torch.float64)

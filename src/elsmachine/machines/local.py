@@ -224,7 +224,7 @@ class PatchMachine(ScoreMachine):
                          trace=trace, backend=self._attention_backend)
             x0[:, :, flat] = res.out.view(G, B, Q, C).permute(1, 3, 0, 2).reshape(B, C, G * Q)
             if trace:
-                def per_pixel(v):  # [G, B * Q] -> [B, G * Q]
+                def per_pixel(v, G=G, Q=Q):  # [G, B * Q] -> [B, G * Q]
                     return v.view(G, B, Q).permute(1, 0, 2).reshape(B, G * Q)
 
                 src = res.source.view(G, B * Q)

@@ -74,8 +74,10 @@ class NetworkDenoiser:
         except InputError:
             raise
         except Exception as e:  # noqa: BLE001 - a network that fails is named, not a traceback
+            # TorchScript reports over many lines; the last one names the error raised inside.
+            last = ([ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__])[-1]
             raise RunError(f"the network {self.meta.get('source', type(self.net).__name__)} failed on input of "
-                             f"shape {tuple(x.shape)}: {type(e).__name__}: {e}") from None
+                           f"shape {tuple(x.shape)}: {last}") from None
         finally:
             if was_training:
                 self.net.train()

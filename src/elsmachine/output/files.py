@@ -45,18 +45,23 @@ def atomic_write(path, data: bytes) -> Path:
 
 
 def check_writable(path) -> Path:
-    """Fail now, before any work, where ``path`` could not be written later: its folder is
-    created if missing and must accept a new file."""
+    """Fail now, before any work, where ``path`` could not be written later, and leave nothing
+    behind: the deepest folder of ``path`` that exists must be a folder that takes a new file
+    (tried with a file made and removed at once); missing folders are made only when written."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path} is a folder; give a file name")
+    base = path.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise InputError(f"cannot write {path}: {base} is not a folder")
+    probe = base / f".elsmachine-probe-{os.getpid()}"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.with_name(f".{path.name}.{os.getpid()}.probe")
         probe.write_bytes(b"")
-        probe.unlink()
     except OSError as e:
-        raise InputError(f"cannot write to {path.parent}: {e.strerror or e}") from None
+        raise InputError(f"cannot write {path}: {base} does not take new files ({e.strerror or e})") from None
+    probe.unlink()
     return path
 
 

@@ -1,16 +1,19 @@
-"""Images as files: [-1, 1] tensors to uint8, tiled grids, PNG written atomically."""
+"""Images as files: [-1, 1] tensors to uint8, tiled grids, written atomically in the format the
+file name asks for."""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import InputError
 from .files import atomic_write
 
-__all__ = ["to_uint8", "image_grid", "png_bytes", "save_png"]
+__all__ = ["to_uint8", "image_grid", "image_format", "save_image"]
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -35,11 +38,19 @@ def image_grid(images: torch.Tensor, *, ncol: int | None = None, scale: int = 4,
     return img.resize((img.width * scale, img.height * scale), Image.NEAREST) if scale > 1 else img
 
 
-def png_bytes(img: Image.Image) -> bytes:
+def image_format(path) -> str:
+    """The image format a file name asks for (PNG, JPEG, ...), or an InputError where none is
+    known or the suffix belongs to another kind of file."""
+    suffix = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or suffix in (".npz", ".json", ".pdf"):
+        raise InputError(f"cannot write an image as {Path(path).name!r}: give a file name ending in .png (or .jpg, "
+                         f".webp, .bmp, .tif)")
+    return fmt
+
+
+def save_image(img: Image.Image, path) -> None:
+    """Write an image in the format its suffix names, atomically."""
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def save_png(img: Image.Image, path) -> None:
-    atomic_write(path, png_bytes(img))
+    img.save(buf, format=image_format(path))
+    atomic_write(path, buf.getvalue())

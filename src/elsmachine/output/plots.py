@@ -18,13 +18,21 @@ from .files import atomic_write
 __all__ = ["render_mosaic", "source_colour", "comparison_plots"]
 
 
-def source_colour(n: int) -> np.ndarray:
-    """A colour of its own for training image n: hues spread by the golden ratio, so images
-    with nearby indices still differ."""
+# Distinct colours for the most used sources, the ones the legend names (matplotlib's tab10
+# without its grey, which marks pixels without a dominant patch).
+_LEGEND = np.array([(0.12, 0.47, 0.71), (1.0, 0.5, 0.05), (0.17, 0.63, 0.17), (0.84, 0.15, 0.16), (0.58, 0.4, 0.74),
+                    (0.55, 0.34, 0.29), (0.89, 0.47, 0.76), (0.74, 0.74, 0.13), (0.09, 0.75, 0.81)])
+
+
+def source_colour(n: int, legend: list[int] = ()) -> np.ndarray:
+    """The colour of training image n: a distinct legend colour for the sources ``legend``
+    names, else a pale hue spread by the golden ratio (images with nearby indices still differ)."""
     import colorsys
 
+    if n in legend and legend.index(n) < len(_LEGEND):
+        return _LEGEND[legend.index(n)]
     h = (n * 0.6180339887498949) % 1.0
-    return np.array(colorsys.hsv_to_rgb(h, 0.75, 1.0))
+    return np.array(colorsys.hsv_to_rgb(h, 0.3, 0.95))
 
 
 def _gray(img: torch.Tensor) -> np.ndarray:
@@ -33,7 +41,7 @@ def _gray(img: torch.Tensor) -> np.ndarray:
     return a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
 
 
-def source_colours(src: torch.Tensor, weight: torch.Tensor, image: torch.Tensor) -> np.ndarray:
+def source_colours(src: torch.Tensor, weight: torch.Tensor, image: torch.Tensor, legend: list[int] = ()) -> np.ndarray:
     """[H, W, 3]: each pixel with a dominant patch in the colour of its source image, pixels
     without one grey; shaded by the pixel's brightness so the shape stays readable."""
     H, W = src.shape
@@ -41,7 +49,7 @@ def source_colours(src: torch.Tensor, weight: torch.Tensor, image: torch.Tensor)
     s = src.numpy()
     dom = weight.numpy() >= DOMINANT
     for n in np.unique(s[dom]):
-        rgb[(s == n) & dom] = source_colour(int(n))
+        rgb[(s == n) & dom] = source_colour(int(n), legend)
     bright = _gray(image)
     if bright.ndim == 3:
         bright = bright.mean(-1)
@@ -99,7 +107,7 @@ def render_mosaic(trace: SampleTrace, train_images: torch.Tensor, out_dir, *, st
     ax.set_title("final image", fontsize=9)
     ax.axis("off")
     ax = fig.add_subplot(gs[:, 2:4])
-    ax.imshow(source_colours(src, wt, trace.x0_hat[step, 0]))
+    ax.imshow(source_colours(src, wt, trace.x0_hat[step, 0], order))
     ax.set_title(f"source image of each pixel at t = {t:.2f}" + (f", k = {k}" if k > 0 else "")
                  + f"\n(grey: no patch holds {DOMINANT:.0%} of the weight; {int(dom.sum())} of {H * W} px have one)", fontsize=8)
     ax.axis("off")
@@ -107,11 +115,11 @@ def render_mosaic(trace: SampleTrace, train_images: torch.Tensor, out_dir, *, st
         a = fig.add_subplot(gs[i % 2, 4 + i // 2])
         a.imshow(_gray(train_images[n]), cmap="gray", vmin=0, vmax=1)
         for sp in a.spines.values():
-            sp.set_edgecolor(source_colour(n))
+            sp.set_edgecolor(source_colour(n, order))
             sp.set_linewidth(3)
         a.set_xticks([])
         a.set_yticks([])
-        a.set_title(f"#{n}: {int(counts[n])} px", fontsize=7, color=source_colour(n) * 0.7)
+        a.set_title(f"#{n}: {int(counts[n])} px", fontsize=7, color=source_colour(n, order) * 0.8)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout(h_pad=1.2)
@@ -143,7 +151,7 @@ def render_mosaic(trace: SampleTrace, train_images: torch.Tensor, out_dir, *, st
         si = trace.source_image[i, 0]
         axes[0, i].imshow(_gray(trace.x_t[i, 0]), cmap="gray", vmin=0, vmax=1)
         axes[1, i].imshow(_gray(trace.x0_hat[i, 0]), cmap="gray", vmin=0, vmax=1)
-        axes[2, i].imshow(source_colours(si, trace.weight[i, 0], trace.x0_hat[i, 0]))
+        axes[2, i].imshow(source_colours(si, trace.weight[i, 0], trace.x0_hat[i, 0], order))
         axes[0, i].set_title(f"t={float(trace.ts[i]):.2f}" + (f"\nk={int(trace.patch_sizes[i])}" if int(trace.patch_sizes[i]) > 0 else ""), fontsize=6)
         for r in range(3):
             axes[r, i].axis("off")
