@@ -87,6 +87,9 @@ def test_compare_cli_with_another_patch_schedule_reports_the_new_one(tmp_path, t
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert summary["settings"]["machines"]["els"]["patch_size"] == 5
+    res = cli("compare", *[a if a != "2" else "3" for a in common], "--patch-schedule", "5")  # 3 steps, not 2
+    assert res.exit_code == 2 and "steps: saved 2, now 3" in error_line(res)
+    assert "comparing" not in res.output  # refused before any work
 
 
 # ----------------------------------------------------------------------------- 2. conditional TorchScript

@@ -112,6 +112,7 @@ def compare(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (a rerun resumes)."),
 ):
     """Measure, seed by seed, how well each machine predicts the network's samples."""
+    from ..experiments.compare import check_resume
     from ..experiments.compare import compare as run_comparison
     from ..machines import MACHINES, make_machine
     from ..networks.checkpoints import patch_schedule_beside
@@ -136,14 +137,13 @@ def compare(
     lab = ds.labels if classes else None
     ms = {n: make_machine(n, ds.images, padding=pad, labels=lab, schedule=net.schedule,
                           patch_size=ks if MACHINES[n].has_patch_size else None) for n in names}
+    meta = {"data": ds.describe(), "padding": pad}
+    check_resume(net, ms, out, steps=steps, classes=classes, meta=meta)
     t0 = time.perf_counter()
     with progress() as prog:
         task = prog.add_task("comparing", total=len(seed_list))
-        summary = run_comparison(
-            net, ms, ds.images, seed_list, out, steps=steps, classes=classes, device=dev,
-            meta={"data": ds.describe(), "padding": pad},
-            on_seed=lambda info: prog.advance(task),
-        )
+        summary = run_comparison(net, ms, ds.images, seed_list, out, steps=steps, classes=classes, device=dev,
+                                 meta=meta, on_seed=lambda info: prog.advance(task))
     files = summary.pop("files")
     console.print_json(json.dumps({k: summary[k] for k in summary if k != "settings"}))
     print(f"wrote {', '.join(files)} ({time.perf_counter() - t0:.0f} s)")

@@ -81,7 +81,7 @@ def sample(
     device: str = DEVICE,
     dtype: DType = typer.Option(DType.float32, help="Arithmetic precision."),
     memory_budget: str = typer.Option("2GiB", help="Bytes of candidate keys held at once."),
-    out: Path = typer.Option(Path("samples.png"), "--out", "-o", help="PNG grid; the raw outputs go beside it as .npz."),
+    out: Path = typer.Option(Path("samples.png"), "--out", "-o", help="Image grid (.png, or .jpg, .webp, ...); the raw outputs go beside it as .npz."),
     model: Optional[Path] = typer.Option(None, "--model", help="Sample a trained network instead of a machine."),
     num_classes: Optional[int] = NUM_CLASSES,
     trace: bool = flag("--trace", help="Save the patch-mosaic trace with the samples (for els mosaic)."),

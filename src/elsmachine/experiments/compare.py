@@ -34,7 +34,7 @@ from ..sampling import ddim_sample
 from ..seeds import class_of_seed, seed_noise
 from .metrics import METRICS, image_metrics, nearest
 
-__all__ = ["compare", "summarize", "describe"]
+__all__ = ["compare", "check_resume", "summarize", "describe"]
 
 
 def describe(denoiser) -> dict:
@@ -69,6 +69,33 @@ def _load(path: Path) -> dict:
         return {k: d[k] for k in d.files}
 
 
+def check_resume(network, machines: dict, out_dir, *, steps: int, classes=None, dtype=torch.float32,
+                 meta: dict | None = None) -> tuple[dict, dict, dict | None]:
+    """Refuse, before any work, a comparison that cannot run or resume in ``out_dir``: no machine,
+    a machine on another noise schedule than the network, or a folder holding results made with
+    other shared settings. Returns (shared settings, each machine's settings, the saved ones)."""
+    if not machines:
+        raise InputError("give at least one machine to compare")
+    for name, m in machines.items():
+        if getattr(m, "schedule", None) != getattr(network, "schedule", None):
+            raise InputError(f"machine {name!r} uses the noise schedule {m.schedule}, the network "
+                             f"{getattr(network, 'schedule', None)}: they must agree to be compared")
+    out = Path(out_dir)
+    common = {"network": describe(network), "steps": steps, "dtype": str(dtype).replace("torch.", ""),
+              "classes": None if classes is None else [int(c) for c in classes], **(meta or {})}
+    common = json.loads(json.dumps(common, default=str))
+    machine_settings = {name: json.loads(json.dumps(describe(m), default=str)) for name, m in machines.items()}
+    settings_path = out / "settings.json"
+    saved = json.loads(settings_path.read_text()) if settings_path.exists() else None
+    if saved is None and (out / "seeds").is_dir() and any((out / "seeds").glob("*.npz")):
+        raise InputError(f"{out} holds seed results without a settings.json; compare into a new folder")
+    if saved is not None and saved.get("common") != common:
+        diff = "; ".join(_differences(saved.get("common", {}), common))
+        raise InputError(f"{out} holds a comparison made with other settings ({diff}); "
+                         f"use another --out folder, or the same settings to resume")
+    return common, machine_settings, saved
+
+
 def compare(
     network,
     machines: dict,
@@ -88,26 +115,11 @@ def compare(
     over ``seeds``; returns the summary. ``classes``: the classes a class-conditional run cycles
     through (None: unconditional). ``meta`` (data selection, model path, ...) is part of the
     shared settings."""
-    if not machines:
-        raise InputError("give at least one machine to compare")
-    for name, m in machines.items():
-        if getattr(m, "schedule", None) != getattr(network, "schedule", None):
-            raise InputError(f"machine {name!r} uses the noise schedule {m.schedule}, the network "
-                             f"{getattr(network, 'schedule', None)}: they must agree to be compared")
+    common, machine_settings, saved = check_resume(network, machines, out_dir, steps=steps, classes=classes,
+                                                   dtype=dtype, meta=meta)
     out = Path(out_dir)
-    common = {"network": describe(network), "steps": steps, "dtype": str(dtype).replace("torch.", ""),
-              "classes": None if classes is None else [int(c) for c in classes], **(meta or {})}
-    common = json.loads(json.dumps(common, default=str))
-    machine_settings = {name: json.loads(json.dumps(describe(m), default=str)) for name, m in machines.items()}
     keys = {name: _key(s) for name, s in machine_settings.items()}
     settings_path = out / "settings.json"
-    saved = json.loads(settings_path.read_text()) if settings_path.exists() else None
-    if saved is None and (out / "seeds").is_dir() and any((out / "seeds").glob("*.npz")):
-        raise InputError(f"{out} holds seed results without a settings.json; compare into a new folder")
-    if saved is not None and saved.get("common") != common:
-        diff = "; ".join(_differences(saved.get("common", {}), common))
-        raise InputError(f"{out} holds a comparison made with other settings ({diff}); "
-                         f"use another --out folder, or the same settings to resume")
     all_settings = {"common": common, "machines": {**(saved or {}).get("machines", {}), **machine_settings}}
     shape = tuple(train_images.shape[1:])
     for seed in seeds:
