@@ -103,3 +103,104 @@ def ddim(denoise, x, ts):
             an, sn = coefficients(tn)
             x = an * x0 + sn * (x - a * x0) / s
     return x
+
+
+# ----------------------------------------------------------------------------- the peers' machines
+def nearest(x, t, Y):
+    """Y_n* with n* the first nearest training image to x / a in L2."""
+    a, _ = coefficients(t)
+    x, Y = x.double(), Y.double()
+    out = torch.zeros_like(x)
+    for b in range(x.shape[0]):
+        d = [float(((x[b] - a * Y[n]) ** 2).sum()) for n in range(Y.shape[0])]
+        out[b] = Y[d.index(min(d))]
+    return out
+
+
+def gaussian_posterior_mean(x, t, mu, cov):
+    """mu + a cov (a^2 cov + s^2 I)^-1 (x - a mu), by a linear solve (no eigendecomposition)."""
+    a, s = coefficients(t)
+    B = x.shape[0]
+    D = mu.numel()
+    xf = x.double().reshape(B, D)
+    A = a * a * cov + s * s * torch.eye(D, dtype=torch.float64)
+    z = torch.linalg.solve(A, (xf - a * mu).T)  # [D, B]
+    return (mu + (a * cov @ z).T).reshape(x.shape)
+
+
+def wiener(x, t, Y):
+    """The Wiener machine from its definition: mean, covariance (1/N), eigendecomposition."""
+    a, s = coefficients(t)
+    N = Y.shape[0]
+    flat = Y.double().reshape(N, -1)
+    mu = flat.mean(0)
+    cov = (flat - mu).T @ (flat - mu) / N
+    lam, U = torch.linalg.eigh(cov)
+    lam = lam.clamp_min(0)
+    xf = x.double().reshape(x.shape[0], -1)
+    return (mu + ((xf - a * mu) @ U * (a * lam / (a * a * lam + s * s))) @ U.T).reshape(x.shape)
+
+
+def all_shifts(Y):
+    """Every circular shift of every image: [N * H * W, C, H, W]."""
+    H, W = Y.shape[-2:]
+    return torch.cat([torch.roll(Y, (i, j), dims=(2, 3)) for i in range(H) for j in range(W)])
+
+
+def stationary(x, t, Y):
+    """The stationary Gaussian machine: the Wiener machine of the training set with all its
+    circular shifts, written out explicitly."""
+    return wiener(x, t, all_shifts(Y))
+
+
+def locality(x, t, Y, threshold=0.02, temperature=1.0):
+    """Lukoianov et al.'s machine entry by entry: Wiener projection, normalised rows, binary mask,
+    one softmax over images per output entry."""
+    a, s = coefficients(t)
+    N = Y.shape[0]
+    flat = Y.double().reshape(N, -1)
+    mu = flat.mean(0)
+    cov = (flat - mu).T @ (flat - mu) / N
+    lam, U = torch.linalg.eigh(cov)
+    lam = lam.clamp_min(0)
+    P = U @ torch.diag(a * a * lam / (a * a * lam + s * s)) @ U.T
+    D = P.shape[0]
+    M = torch.zeros_like(P)
+    for u in range(D):
+        d = P[u, u] if abs(float(P[u, u])) >= 1e-6 else 1.0
+        M[u] = P[u] / d
+    mask = M.abs() >= threshold * M.abs().max()
+    out = torch.zeros(x.shape[0], D, dtype=torch.float64)
+    xf = x.double().reshape(x.shape[0], -1)
+    for b in range(x.shape[0]):
+        for m in range(D):
+            us = torch.nonzero(mask[:, m]).flatten()
+            logits = torch.stack([-((xf[b, us] - a * flat[n, us]) ** 2).sum() / (2 * s * s * temperature)
+                                  for n in range(N)])
+            out[b, m] = torch.softmax(logits, 0) @ flat[:, m]
+    return out.reshape(x.shape)
+
+
+def composite(x, t, Y, windows):
+    """PSPC over ``windows`` (a list of lists of flat pixel indices): each window's posterior mean
+    of its pixels over the same pixels of every image, averaged where windows overlap."""
+    a, s = coefficients(t)
+    B, C, H, W = x.shape
+    N = Y.shape[0]
+    xf, Yf = x.double().reshape(B, C, H * W), Y.double().reshape(N, C, H * W)
+    total = torch.zeros(B, C, H * W, dtype=torch.float64)
+    count = torch.zeros(H * W, dtype=torch.float64)
+    for win in windows:
+        win = torch.tensor(win)
+        count[win] += 1
+        for b in range(B):
+            logits = torch.stack([-((xf[b][:, win] - a * Yf[n][:, win]) ** 2).sum() / (2 * s * s) for n in range(N)])
+            w = torch.softmax(logits, 0)
+            total[b][:, win] += torch.einsum("n,ncp->cp", w, Yf[:, :, win])
+    return (total / count).reshape(B, C, H, W)
+
+
+def square_windows(H, W, k):
+    """The k x k crops fully inside an H x W image, as lists of flat pixel indices."""
+    return [[(i + di) * W + (j + dj) for di in range(k) for dj in range(k)]
+            for i in range(H - k + 1) for j in range(W - k + 1)]

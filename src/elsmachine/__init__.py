@@ -1,8 +1,9 @@
 """elsmachine: the equivariant local score machine of Kamb & Ganguli (ICML 2025).
 
-Closed-form denoisers (IS, LS, ELS, boundary-broken ELS) that predict what convolutional
-diffusion models generate, a deterministic DDIM sampler, trained networks behind the same
-contract, and the paper's experiments. docs/theory.md states what every piece computes.
+Closed-form denoisers (IS, LS, ELS, boundary-broken ELS, and the peers' theories: nearest
+neighbour, Gaussian, analytic locality, patch posterior composites) that predict what
+convolutional diffusion models generate, a deterministic DDIM sampler, trained networks behind
+the same contract, and the experiments that compare them. docs/theory.md states what every piece computes.
 """
 
 from .contract import Denoiser
@@ -13,15 +14,22 @@ from .machines import (
     DEFAULT_MEMORY_BUDGET,
     MACHINES,
     ELSMachine,
+    FlexCompositeMachine,
     IdealMachine,
+    LocalityMachine,
     LocalMachine,
+    NearestMachine,
+    PatchCompositeMachine,
     SampleTrace,
     ScoreMachine,
+    StationaryMachine,
     Trace,
     Traced,
+    WienerMachine,
     make_machine,
 )
 from .networks import NetworkDenoiser, load_network
+from .networks.sensitivity import Sensitivity, measure_sensitivity
 from .noise import CosineSchedule, ddim_grid
 from .patch_schedule import PRESETS, PatchSchedule, preset
 from .sampling import ddim_sample
@@ -30,6 +38,14 @@ from .seeds import class_of_seed, seed_noise
 __version__ = "0.2.0"
 
 __all__ = [
+    "FlexCompositeMachine",
+    "LocalityMachine",
+    "NearestMachine",
+    "PatchCompositeMachine",
+    "Sensitivity",
+    "StationaryMachine",
+    "WienerMachine",
+    "measure_sensitivity",
     "Attended",
     "CosineSchedule",
     "DEFAULT_MEMORY_BUDGET",

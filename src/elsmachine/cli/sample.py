@@ -61,7 +61,7 @@ def patch_sizes_used(machine, grid) -> list[int] | None:
     """The patch size a machine takes at each step of ``grid`` (None for machines without one)."""
     if not getattr(machine, "has_patch_size", False):
         return None
-    return [machine._covering(machine.patch_size_at(t)) for t in grid[:-1].tolist()]
+    return machine.sizes_on(grid)
 
 
 def sample(

@@ -99,7 +99,7 @@ def attend(
         raise InputError("the fused backend needs float32 or float64 tensors on the CPU")
     G, M, D = q.shape
     nv = len(range(*value_cols.indices(D)))
-    run = _Run(q, value_cols, SoftmaxState.empty((G, M), nv, value_dim=-1, device=q.device), trace)
+    run = _Run(q, value_cols, SoftmaxState.empty((G, M), nv, value_dim=-1, device=q.device, trace=trace))
     offset = 0
     for keys in key_chunks:
         if keys.dim() != 3 or keys.shape[0] != G or keys.shape[2] != D:
@@ -114,14 +114,12 @@ def attend(
     if offset == 0:
         raise InputError("no candidates to attend to")
     fin = run.state.finalize(q.dtype, trace=trace)
-    return Attended(out=fin.out, lse=fin.lse, source=run.source if trace else None, weight=fin.weight,
-                    effective=fin.effective)
+    return Attended(out=fin.out, lse=fin.lse, source=run.state.source, weight=fin.weight, effective=fin.effective)
 
 
 class _Run:
-    def __init__(self, q: torch.Tensor, value_cols: slice, state: SoftmaxState, trace: bool) -> None:
-        self.q, self.value_cols, self.state, self.trace = q, value_cols, state, trace
-        self.source = torch.zeros(state.m.shape, dtype=torch.long, device=q.device) if trace else None
+    def __init__(self, q: torch.Tensor, value_cols: slice, state: SoftmaxState) -> None:
+        self.q, self.value_cols, self.state = q, value_cols, state
         self.floor = _EXP_FLOOR.get(q.dtype, -87.0)
 
     # ---- fused: one flash-attention call per chunk, merged through its log-sum-exp ----
@@ -146,33 +144,11 @@ class _Run:
                 self._tile(r0, r1, keys[:, c0:c1], offset + c0)
 
     def _tile(self, r0: int, r1: int, kt: torch.Tensor, offset: int) -> None:
-        """Fold one tile of logits into rows r0..r1 of the state, in place (the streaming
-        update of :class:`SoftmaxState` without building a second state)."""
-        st = self.state
-        G, Lt = kt.shape[0], kt.shape[1]
         qt = self.q[:, r0:r1]
+        G, Lt = kt.shape[0], kt.shape[1]
         buf = _WORKSPACE.get("logits", G * (r1 - r0) * Lt, qt).view(G, r1 - r0, Lt)
         torch.bmm(qt, kt.transpose(1, 2), out=buf)  # [G, Mt, Lt] logits
-        cmax, carg = buf.max(dim=-1) if self.trace else (buf.amax(dim=-1), None)
-        m_old = st.m[:, r0:r1]
-        m_new = torch.maximum(m_old, cmax.to(torch.float64))  # a logit's own value: exact in buf's dtype
-        if self.trace:
-            better = cmax > st.best[:, r0:r1]
-            st.best[:, r0:r1] = torch.where(better, cmax.to(torch.float64), st.best[:, r0:r1])
-            self.source[:, r0:r1] = torch.where(better, carg + offset, self.source[:, r0:r1])
-        buf.sub_(m_new.to(buf.dtype).unsqueeze(-1)).clamp_min_(self.floor)
-        if self.trace:
-            z = _WORKSPACE.get("z", buf.numel(), buf).view_as(buf)
-            z.copy_(buf)
-        buf.exp_()
-        finite = torch.isfinite(m_old)
-        r = torch.where(finite, torch.exp(m_old - m_new), torch.zeros_like(m_new))  # 0 on the first tile
-        l_old = st.l[:, r0:r1]
-        if self.trace:
-            # sum e^(z - m_new) (z - m_new) = r * (u_old + (m_old - m_new) * l_old) + this tile
-            shift = torch.where(finite, m_old - m_new, torch.zeros_like(r))
-            st.u[:, r0:r1] = r * (st.u[:, r0:r1] + shift * l_old) + (buf * z).sum(-1, dtype=torch.float64)
-        st.l[:, r0:r1] = l_old * r + buf.sum(-1, dtype=torch.float64)
-        acc = st.acc[:, r0:r1]
-        acc.mul_(r.unsqueeze(-1)).add_(torch.bmm(buf, kt[:, :, self.value_cols]))
-        st.m[:, r0:r1] = m_new
+        scratch = _WORKSPACE.get("z", buf.numel(), buf).view_as(buf) if self.state.source is not None else None
+        values = kt[:, :, self.value_cols]
+        self.state.fold_(buf, lambda w: torch.bmm(w, values), offset=offset, rows=(slice(None), slice(r0, r1)),
+                         floor=self.floor, scratch=scratch)

@@ -53,15 +53,55 @@ class SoftmaxState:
     u: torch.Tensor
     best: torch.Tensor
     value_dim: int
+    source: torch.Tensor | None = None  # int64 stream position of the best candidate (trace)
 
     @staticmethod
-    def empty(shape: tuple[int, ...], values: int, *, value_dim: int, device) -> "SoftmaxState":
+    def empty(shape: tuple[int, ...], values: int, *, value_dim: int, device, trace: bool = False) -> "SoftmaxState":
         f64 = dict(dtype=torch.float64, device=device)
         acc_shape = list(shape)
         acc_shape.insert(value_dim if value_dim >= 0 else len(shape) + 1 + value_dim, values)
         return SoftmaxState(m=torch.full(shape, -math.inf, **f64), l=torch.zeros(shape, **f64),
                             acc=torch.zeros(acc_shape, **f64), u=torch.zeros(shape, **f64),
-                            best=torch.full(shape, -math.inf, **f64), value_dim=value_dim)
+                            best=torch.full(shape, -math.inf, **f64), value_dim=value_dim,
+                            source=torch.zeros(shape, dtype=torch.long, device=device) if trace else None)
+
+    def fold_(self, logits: torch.Tensor, weigh, *, offset: int = 0, rows=None, floor: float | None = None,
+              scratch: torch.Tensor | None = None) -> None:
+        """Fold one chunk of candidates into the state, in place: ``logits`` [..., L] (overwritten
+        with the chunk's weights exp(z - m)), ``weigh(w)`` -> the weighted sum of the chunk's
+        values [..., V] (a float tensor), ``offset`` the stream position of the chunk's first
+        candidate, ``rows`` an index into the state's leading dimensions (default: all).
+        ``floor`` clamps z - m from below before exp (float32 exp of arguments below about -87 is
+        subnormal and slow; those weights are below 1e-38 of the largest). ``scratch`` (shaped
+        like ``logits``) holds z - m for the entropy when the state traces."""
+        r = slice(None) if rows is None else rows
+        trace = self.source is not None
+        cmax, carg = logits.max(dim=-1) if trace else (logits.amax(dim=-1), None)
+        m_old = self.m[r]
+        m_new = torch.maximum(m_old, cmax.to(torch.float64))  # a logit's own value: exact in its dtype
+        if trace:
+            better = cmax.to(torch.float64) > self.best[r]
+            self.best[r] = torch.where(better, cmax.to(torch.float64), self.best[r])
+            self.source[r] = torch.where(better, carg + offset, self.source[r])
+        logits.sub_(m_new.to(logits.dtype).unsqueeze(-1))
+        if floor is not None:
+            logits.clamp_min_(floor)
+        if trace:
+            z = scratch if scratch is not None else torch.empty_like(logits)
+            z.copy_(logits)
+        logits.exp_()
+        finite = torch.isfinite(m_old)
+        rescale = torch.where(finite, torch.exp(m_old - m_new), torch.zeros_like(m_new))  # 0 on the first chunk
+        l_old = self.l[r]
+        if trace:
+            # sum e^(z - m_new)(z - m_new) = rescale * (u_old + (m_old - m_new) l_old) + this chunk's
+            shift = torch.where(finite, m_old - m_new, torch.zeros_like(rescale))
+            self.u[r] = rescale * (self.u[r] + shift * l_old) + (logits * z).sum(-1, dtype=torch.float64)
+        self.l[r] = l_old * rescale + logits.sum(-1, dtype=torch.float64)
+        acc = self.acc[r]
+        acc.mul_(self._per_value(rescale)).add_(weigh(logits))
+        self.acc[r] = acc
+        self.m[r] = m_new
 
     def _per_value(self, t: torch.Tensor) -> torch.Tensor:
         return t.unsqueeze(self.value_dim)
@@ -81,6 +121,8 @@ class SoftmaxState:
         self.m = m
         better = other.best > self.best
         self.best = torch.where(better, other.best, self.best)
+        if self.source is not None and other.source is not None:
+            self.source = torch.where(better, other.source, self.source)
         return better
 
     def finalize(self, dtype: torch.dtype, *, trace: bool) -> Finalized:

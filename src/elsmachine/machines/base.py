@@ -21,8 +21,9 @@ import torch
 from .. import checks
 from ..errors import InputError
 from ..noise import CosineSchedule
+from ..patch_schedule import PatchSchedule
 
-__all__ = ["ScoreMachine", "Trace", "DEFAULT_MEMORY_BUDGET", "BACKENDS"]
+__all__ = ["ScoreMachine", "PatchSized", "Trace", "DEFAULT_MEMORY_BUDGET", "BACKENDS"]
 
 DEFAULT_MEMORY_BUDGET = 2 << 30  # bytes of candidate keys held at once (cache + one chunk)
 
@@ -162,7 +163,7 @@ class ScoreMachine:
         tr = Trace.empty(B, H, W, x) if trace else None
         for bidx, cls, k in self._subsets(labels, sizes, B):
             sel = bidx.to(x.device)
-            x0, sub = self._denoise_subset(x[sel], a[sel], s[sel], k, cls, trace)
+            x0, sub = self._denoise_subset(x[sel], a[sel], s[sel], k, cls, trace, tt[bidx])
             out[sel] = x0
             if trace:
                 sub.patch_size = torch.full((len(bidx),), -1 if k is None else k, dtype=torch.long)
@@ -220,10 +221,49 @@ class ScoreMachine:
         self._keys_bytes += keys.numel() * keys.element_size()
         return keys
 
-    def _denoise_subset(self, x, a, s, k, cls, trace):  # pragma: no cover - abstract
-        """x0_hat [b, C, H, W] (and a Trace) of the batch rows x, all of class ``cls`` and size ``k``."""
+    def _denoise_subset(self, x, a, s, k, cls, trace, t):  # pragma: no cover - abstract
+        """x0_hat [b, C, H, W] (and a Trace) of the batch rows x, all of class ``cls`` and size
+        ``k``; a, s are their coefficients and t their times [b] (float64)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
         C, H, W = self.image_shape
         return f"{type(self).__name__}(N={self.images.shape[0]}, C={C}, H={H}, W={W})"
+
+
+class PatchSized:
+    """What machines with a patch size share: ``self.patch_size`` is one size or a
+    :class:`~elsmachine.PatchSchedule` (as :func:`~elsmachine.patch_schedule.as_patch_schedule`
+    makes it), looked up by t at each call; ``denoise(..., patch_size=k)`` overrides it.
+    Subclasses say in :meth:`_checked_size` what they do with a size their images cannot use."""
+
+    has_patch_size = True
+    patch_size: int | PatchSchedule | None = None
+
+    def patch_size_at(self, t: float) -> int:
+        """The machine's own patch size at time ``t`` (before :meth:`_checked_size`)."""
+        if self.patch_size is None:
+            raise InputError(f"{type(self).__name__} needs a patch size: pass patch_size= to the machine or to denoise")
+        return self.patch_size if isinstance(self.patch_size, int) else self.patch_size.size_at(t)
+
+    def _checked_size(self, k: int) -> int:
+        return k
+
+    def sizes_on(self, grid: torch.Tensor) -> list[int]:
+        """The patch size this machine uses at each step of ``grid`` (descending, ending at 0)."""
+        return self._sizes(grid[:-1], None)
+
+    def _sizes(self, tt, patch_size):
+        if patch_size is not None:
+            return [self._checked_size(checks.patch_size(patch_size))] * tt.shape[0]
+        by_time: dict[float, int] = {}
+        for t in tt.tolist():
+            if t not in by_time:
+                by_time[t] = self._checked_size(self.patch_size_at(t))
+        return [by_time[t] for t in tt.tolist()]
+
+    def describe(self) -> dict:
+        ps = self.patch_size
+        # A schedule's times and sizes decide the output; its meta is provenance only.
+        return {**super().describe(),
+                "patch_size": {"ts": list(ps.ts), "sizes": list(ps.sizes)} if isinstance(ps, PatchSchedule) else ps}

@@ -24,7 +24,7 @@ class IdealMachine(ScoreMachine):
 
     name = "ideal"
 
-    def _denoise_subset(self, x, a, s, k, cls, trace):
+    def _denoise_subset(self, x, a, s, k, cls, trace, t=None):
         Y, gidx, mu = self._training(x.dtype, x.device, cls)
         B, C, H, W = x.shape
         D = C * H * W

@@ -28,13 +28,13 @@ from ..engines import displacement as disp
 from ..errors import InputError
 from ..noise import CosineSchedule
 from ..patch_schedule import PatchSchedule, as_patch_schedule
-from .base import DEFAULT_MEMORY_BUDGET, ScoreMachine, Trace
+from .base import DEFAULT_MEMORY_BUDGET, PatchSized, ScoreMachine, Trace
 from .candidates import gather_patches, pixel_classes, rectangles
 
 __all__ = ["PatchMachine", "LocalMachine", "ELSMachine"]
 
 
-class PatchMachine(ScoreMachine):
+class PatchMachine(PatchSized, ScoreMachine):
     """Shared body of LS and ELS: patch sizes, the two engine forms, streamed candidates.
 
     Args (beyond :class:`ScoreMachine`'s):
@@ -49,8 +49,6 @@ class PatchMachine(ScoreMachine):
 
     ``els bench`` reports the approximate modes' speed-up and fidelity to the exact machine.
     """
-
-    has_patch_size = True
 
     def __init__(self, images, patch_size=None, padding: str = "zeros", *, labels=None,
                  schedule: CosineSchedule | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
@@ -70,14 +68,7 @@ class PatchMachine(ScoreMachine):
                 raise InputError(f"approx_radius needs the native backend, not backend={backend!r}")
         self.approx_radius = approx_radius
 
-    # ------------------------------------------------------------------ patch size
-    def patch_size_at(self, t: float) -> int:
-        """The machine's own patch size at time ``t``."""
-        if self.patch_size is None:
-            raise InputError(f"{type(self).__name__} needs a patch size: pass patch_size= to the machine or to denoise")
-        return self.patch_size if isinstance(self.patch_size, int) else self.patch_size.size_at(t)
-
-    def _covering(self, k: int) -> int:
+    def _checked_size(self, k: int) -> int:
         """Zero padding: a window of 2 max(H, W) - 1 already sees the whole image from every
         pixel, and a larger one only adds zeros to both sides of every distance, so it gives the
         same result; it is clamped there (with a warning) instead of costing its area."""
@@ -89,21 +80,9 @@ class PatchMachine(ScoreMachine):
             return cover
         return k
 
-    def _sizes(self, tt, patch_size):
-        if patch_size is not None:
-            return [self._covering(checks.patch_size(patch_size))] * tt.shape[0]
-        by_time: dict[float, int] = {}
-        for t in tt.tolist():
-            if t not in by_time:
-                by_time[t] = self._covering(self.patch_size_at(t))
-        return [by_time[t] for t in tt.tolist()]
-
     def describe(self) -> dict:
-        ps = self.patch_size
-        # A schedule's times and sizes decide the output; its meta is provenance only.
-        return {**super().describe(), "padding": self.padding,
-                "patch_size": {"ts": list(ps.ts), "sizes": list(ps.sizes)} if isinstance(ps, PatchSchedule) else ps,
-                "approx_images": self.approx_images, "approx_radius": self.approx_radius}
+        return {**super().describe(), "padding": self.padding, "approx_images": self.approx_images,
+                "approx_radius": self.approx_radius}
 
     # ------------------------------------------------------------------ engine forms
     def _use_native(self, x) -> bool:
@@ -117,7 +96,7 @@ class PatchMachine(ScoreMachine):
             return True
         return self.backend == "auto" and disp.available(x)
 
-    def _denoise_subset(self, x, a, s, k, cls, trace):
+    def _denoise_subset(self, x, a, s, k, cls, trace, t=None):
         Y, gidx, mu = self._training(x.dtype, x.device, cls)
         if self.approx_images is None or self.approx_images >= Y.shape[0]:
             return self._denoise_on(x, a, s, k, Y, gidx, mu, trace, cache=cls)

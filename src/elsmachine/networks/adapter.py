@@ -48,9 +48,9 @@ class NetworkDenoiser:
                 self.net.to(device=x.device, dtype=x.dtype)
             return
 
-    @torch.no_grad()
     def eps(self, x: torch.Tensor, t, labels=None) -> torch.Tensor:
-        """The network's predicted noise for x [B, C, H, W] at t (float or [B])."""
+        """The network's predicted noise for x [B, C, H, W] at t (float or [B]). Gradients flow
+        only where x requires them (as for a sensitivity); otherwise nothing is recorded."""
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
             raise InputError(f"x must be a floating [B, C, H, W] tensor, got {getattr(x, 'shape', type(x).__name__)}")
         B = x.shape[0]
@@ -70,7 +70,8 @@ class NetworkDenoiser:
         if hasattr(self.net, "eval"):
             self.net.eval()
         try:
-            out = self.net(*args)
+            with torch.set_grad_enabled(x.requires_grad):
+                out = self.net(*args)
         except InputError:
             raise
         except Exception as e:  # noqa: BLE001 - a network that fails is named, not a traceback

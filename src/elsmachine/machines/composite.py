@@ -1,0 +1,120 @@
+"""Patch posterior composites (PSPC) of Niedoba et al. (ICML 2025, arXiv 2411.19339):
+posterior means of windows, averaged where windows overlap (docs/theory.md, "The peers'
+machines").
+
+PSPC square: the windows are the k x k crops lying fully inside the image, (H-k+1)(W-k+1) of
+them. Window w gets the posterior mean of its crop over the same crop of every training image,
+
+    E_w = sum_n softmax_n(-|crop_w(x_t) - a crop_w(Y_n)|^2 / (2 s^2)) crop_w(Y_n),
+
+and x0_hat at pixel q is the average of E_w[q] over the windows holding q. k = H = W is IS. The
+window distances are box sums of the squared-difference images; the composite is ``fold`` of
+the windows' means over ``fold`` of ones.
+
+PSPC flex: the window of output pixel q at a step is the set of input pixels that holds a share
+rho(t) of a trained network's sensitivity to its input at q (:mod:`elsmachine.networks.sensitivity`);
+the composite is then taken the same way over those sets (:mod:`.masked`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..engines.softmax import SoftmaxState
+from ..errors import InputError
+from ..noise import CosineSchedule
+from ..patch_schedule import as_patch_schedule
+from .base import DEFAULT_MEMORY_BUDGET, PatchSized, ScoreMachine
+from .masked import masked_posterior
+
+__all__ = ["PatchCompositeMachine", "FlexCompositeMachine"]
+
+_EXP_FLOOR = {torch.float32: -87.0, torch.float64: -708.0}
+
+
+def _no_trace(machine):
+    raise InputError(f"{type(machine).__name__} averages overlapping windows: no single candidate names a pixel's "
+                     f"source, so it cannot be traced")
+
+
+class PatchCompositeMachine(PatchSized, ScoreMachine):
+    """PSPC with square windows. ``patch_size`` takes every form LS and ELS take (one size, one
+    per step, a preset, a patch schedule or its file); a window must fit inside the image."""
+
+    name = "pspc"
+
+    def __init__(self, images, patch_size=None, labels=None, *, schedule: CosineSchedule | None = None,
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
+        super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget)
+        self.patch_size = as_patch_schedule(patch_size)
+
+    def _checked_size(self, k: int) -> int:
+        H, W = self.image_shape[1:]
+        if k > min(H, W):
+            raise InputError(f"a PSPC window of {k} x {k} does not fit inside a {H}x{W} image (at most {min(H, W)})")
+        return k
+
+    def _denoise_subset(self, x, a, s, k, cls, trace, t=None):
+        if trace:
+            _no_trace(self)
+        Y, _, _ = self._training(x.dtype, x.device, cls)
+        B, C, H, W = x.shape
+        nw = (H - k + 1) * (W - k + 1)
+        per = max(1, (self.memory_budget // 4) // (x.element_size() * (B * H * W + C * k * k * nw)))
+        state = SoftmaxState.empty((B, nw), C * k * k, value_dim=-1, device=x.device)
+        scale = (1.0 / (2.0 * s.to(torch.float64) ** 2)).to(x.dtype).view(-1, 1, 1)
+        for n0 in range(0, Y.shape[0], per):
+            Yc = Y[n0 : n0 + per]
+            n = Yc.shape[0]
+            sq = ((x[:, None] - a.view(-1, 1, 1, 1, 1) * Yc[None]) ** 2).sum(2)  # [B, n, H, W]
+            box = F.avg_pool2d(sq.view(B * n, 1, H, W), k, stride=1, divisor_override=1)  # window sums
+            logits = box.view(B, n, nw).transpose(1, 2).contiguous().mul_(-scale)  # [B, windows, n]
+            crops = F.unfold(Yc, k)  # [n, C k k, windows]
+            state.fold_(logits, lambda w, crops=crops: torch.einsum("bwn,nvw->bwv", w, crops),
+                        floor=_EXP_FLOOR.get(x.dtype, -87.0))
+        means = state.finalize(torch.float64, trace=False).out  # [B, windows, C k k]
+        summed = F.fold(means.transpose(1, 2), (H, W), k)  # [B, C, H, W]
+        count = F.fold(torch.ones_like(means[:1]).transpose(1, 2), (H, W), k)
+        return (summed / count).to(x.dtype), None
+
+
+class FlexCompositeMachine(ScoreMachine):
+    """PSPC flex: windows shaped by a trained network's sensitivity (``sensitivity``: a
+    :class:`~elsmachine.networks.sensitivity.Sensitivity` or its file), one set per step of its
+    grid; a time outside that grid is refused."""
+
+    name = "pspc-flex"
+
+    def __init__(self, images, sensitivity, labels=None, *, schedule: CosineSchedule | None = None,
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
+        from ..networks.sensitivity import Sensitivity
+
+        super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget)
+        self.sensitivity = sensitivity if isinstance(sensitivity, Sensitivity) else Sensitivity.load(sensitivity)
+        H, W = self.image_shape[1:]
+        if tuple(self.sensitivity.image_size) != (H, W):
+            raise InputError(f"the sensitivity {self.sensitivity.source} is of {self.sensitivity.image_size[0]}x"
+                             f"{self.sensitivity.image_size[1]} images, the training images are {H}x{W}")
+        if self.sensitivity.schedule != self.schedule.to_dict():
+            raise InputError(f"the sensitivity was measured on the noise schedule {self.sensitivity.schedule}, "
+                             f"the machine uses {self.schedule.to_dict()}")
+
+    def describe(self) -> dict:
+        return {**super().describe(), "sensitivity": self.sensitivity.describe()}
+
+    def _denoise_subset(self, x, a, s, k, cls, trace, t=None):
+        if trace:
+            _no_trace(self)
+        Y, _, _ = self._training(x.dtype, x.device, cls)
+        B, C, H, W = x.shape
+        out = torch.empty_like(x)
+        for ti in sorted(set(t.tolist())):
+            sel = torch.nonzero(t == ti).flatten().to(x.device)
+            win = self.sensitivity.windows_at(ti).to(device=x.device, dtype=x.dtype)  # [q, p] over pixels
+            rows = win.repeat(1, C)  # the window's pixels in every channel: [q, C*H*W]
+            scale = (1.0 / (2.0 * s[sel].to(torch.float64) ** 2)).to(x.dtype)
+            o, _, _ = masked_posterior(x[sel].reshape(len(sel), -1), a[sel], scale, Y.reshape(Y.shape[0], -1), rows,
+                                       composite=True, memory_budget=self.memory_budget)
+            out[sel] = o.view(len(sel), C, H, W)
+        return out, None

@@ -1,0 +1,115 @@
+"""The Gaussian machines: the exact posterior mean if the training data were Gaussian
+(docs/theory.md, "The peers' machines"; Wang & Vastola's Gaussian model of diffusion).
+
+Wiener: with the training mean mu and covariance Sigma = (1/N) sum_n (Y_n - mu)(Y_n - mu)^T
+(over the flattened images, D = C*H*W) and its eigendecomposition U diag(l) U^T,
+
+    x0_hat = mu + U diag(a l / (a^2 l + s^2)) U^T (x_t - a mu).
+
+Stationary: the same formula for the training set augmented with all its circular shifts. Its
+mean is constant per channel (mu_c) and its covariance is stationary, so the 2D Fourier basis
+diagonalises it per pair of channels: at frequency f the C x C matrix
+
+    K(f) = (1 / (N H W)) sum_n Z_n(f) Z_n(f)^H,   Z_n = DFT2(Y_n - mu_c),
+
+and x0_hat(f) = mu_c(f) + a K(f) (a^2 K(f) + s^2)^-1 (x_t(f) - a mu_c(f)), applied through each
+K(f)'s eigendecomposition. It is the linear analogue of circular ELS and commutes with circular
+shifts.
+
+Both hold only these statistics (D x D, or C x C per frequency), computed once per class in
+float64 and cached; they are applied in x's dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputError
+from ..noise import CosineSchedule
+from .base import DEFAULT_MEMORY_BUDGET, ScoreMachine
+
+__all__ = ["WienerMachine", "StationaryMachine", "GaussianMachine"]
+
+
+class GaussianMachine(ScoreMachine):
+    """Shared body: statistics per class, cached; no candidates to trace."""
+
+    def __init__(self, images, labels=None, *, schedule: CosineSchedule | None = None,
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
+        super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget)
+        self._stats: dict = {}
+
+    def statistics(self, cls=None) -> tuple:
+        """The float64 statistics of class ``cls`` (all images when None), computed once."""
+        if cls not in self._stats:
+            idx = torch.arange(self.images.shape[0]) if cls is None else self._class_index[cls]
+            self._stats[cls] = self._compute(self.images[idx].to(torch.float64))
+        return self._stats[cls]
+
+    def _compute(self, Y: torch.Tensor) -> tuple:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _run(self, x, t, labels, patch_size, trace):
+        if trace:
+            raise InputError(f"{type(self).__name__} is linear in x_t: it has no candidates to trace")
+        return super()._run(x, t, labels, patch_size, trace)
+
+
+class WienerMachine(GaussianMachine):
+    """The Wiener filter of the training set's mean and covariance (the exact denoiser of a
+    Gaussian with those moments)."""
+
+    name = "wiener"
+
+    def _compute(self, Y):
+        N = Y.shape[0]
+        flat = Y.reshape(N, -1)
+        mu = flat.mean(0)
+        Z = flat - mu
+        cov = Z.T @ Z / N  # [D, D], 1/N as the PSPC code (not 1/(N-1))
+        lam, U = torch.linalg.eigh(cov)
+        return mu, lam.clamp_min(0.0), U
+
+    def covariance(self, cls=None) -> torch.Tensor:
+        """Sigma = U diag(l) U^T [D, D] (float64) of class ``cls``."""
+        _, lam, U = self.statistics(cls)
+        return (U * lam) @ U.T
+
+    def _denoise_subset(self, x, a, s, k, cls, trace, t=None):
+        mu, lam, U = (v.to(device=x.device, dtype=x.dtype) for v in self.statistics(cls))
+        B = x.shape[0]
+        a_, s_ = a.view(-1, 1), s.view(-1, 1)
+        gain = a_ * lam / (a_ * a_ * lam + s_ * s_)  # [B, D]
+        z = (x.reshape(B, -1) - a_ * mu) @ U  # coordinates in the eigenbasis
+        return (mu + (gain * z) @ U.T).view_as(x), None
+
+
+class StationaryMachine(GaussianMachine):
+    """The Wiener filter of the training set augmented with all its circular shifts, applied in
+    the 2D Fourier domain (a C x C matrix per frequency)."""
+
+    name = "stationary"
+
+    def _compute(self, Y):
+        N, C, H, W = Y.shape
+        mu = Y.mean(dim=(0, 2, 3))  # [C]
+        Zf = torch.fft.fft2(Y - mu.view(1, C, 1, 1))  # [N, C, H, W] complex
+        Zf = Zf.permute(2, 3, 1, 0)  # [H, W, C, N]
+        K = Zf @ Zf.conj().transpose(-1, -2) / (N * H * W)  # [H, W, C, C] Hermitian
+        lam, V = torch.linalg.eigh(K)
+        return mu, lam.clamp_min(0.0), V
+
+    def _denoise_subset(self, x, a, s, k, cls, trace, t=None):
+        mu, lam, V = self.statistics(cls)
+        cdt = torch.complex128 if x.dtype == torch.float64 else torch.complex64
+        mu = mu.to(device=x.device, dtype=x.dtype)
+        lam = lam.to(device=x.device, dtype=x.dtype)
+        V = V.to(device=x.device, dtype=cdt)
+        B, C = x.shape[:2]
+        a4, s4 = a.view(-1, 1, 1, 1), s.view(-1, 1, 1, 1)
+        xf = torch.fft.fft2(x - a4 * mu.view(1, C, 1, 1)).permute(0, 2, 3, 1).unsqueeze(-1)  # [B, H, W, C, 1]
+        gain = a4 * lam / (a4 * a4 * lam + s4 * s4)  # [B, H, W, C]
+        z = V.conj().transpose(-1, -2) @ xf  # eigen-coordinates per frequency
+        out = V @ (gain.unsqueeze(-1).to(cdt) * z)  # [B, H, W, C, 1]
+        x0 = torch.fft.ifft2(out.squeeze(-1).permute(0, 3, 1, 2)).real
+        return (x0 + mu.view(1, C, 1, 1)).to(x.dtype), None

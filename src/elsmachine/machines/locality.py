@@ -1,0 +1,91 @@
+"""The analytic locality machine of Lukoianov et al. (NeurIPS 2025, arXiv 2509.09672): locality
+patterns taken from the data's statistics (docs/theory.md, "The peers' machines").
+
+At time t, P = U diag(a^2 l / (a^2 l + s^2)) U^T is the Wiener projection of the training
+covariance [D, D]. M[u, m] = P[u, m] / P[u, u] (a row whose abs(P[u, u]) < 1e-6 is divided by 1),
+and the binary mask keeps mask[u, m] = 1 where abs(M[u, m]) >= threshold * max abs(M). Output
+entry m weighs whole training images by
+
+    softmax_n( -sum_u mask[u, m] (x_t[u] - a Y_n[u])^2 / (2 s^2 T) )
+
+and returns sum_n w_n(m) Y_n[m]. Each entry has its own softmax over images, summed exactly over
+all N on the one softmax state (the published implementation normalises each chunk of images
+apart and averages the chunks, which equals this only when all images fit one chunk).
+Threshold 0 keeps every entry: the machine is then IS (at temperature 1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import torch
+
+from ..errors import InputError
+from ..noise import CosineSchedule
+from .base import DEFAULT_MEMORY_BUDGET, ScoreMachine, Trace
+from .gaussian import WienerMachine
+from .masked import masked_posterior
+
+__all__ = ["LocalityMachine"]
+
+
+class LocalityMachine(ScoreMachine):
+    """Lukoianov et al.'s analytic locality machine (see the module docstring)."""
+
+    name = "locality"
+
+    def __init__(self, images, threshold: float = 0.02, temperature: float = 1.0, labels=None, *,
+                 schedule: CosineSchedule | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
+        super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+            raise InputError(f"threshold must be a number in [0, 1], got {threshold!r}")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+                temperature > 0 and math.isfinite(temperature)):
+            raise InputError(f"temperature must be a positive number, got {temperature!r}")
+        self.threshold, self.temperature = float(threshold), float(temperature)
+        self._wiener = WienerMachine(self.images, self.labels, schedule=self.schedule)  # its statistics, cached
+        self._masks: OrderedDict = OrderedDict()
+
+    def mask(self, t: float, cls=None) -> torch.Tensor:
+        """bool [D, D]: entry (u, m) says whether input entry u enters output entry m's distance."""
+        key = (float(t), cls)
+        hit = self._masks.get(key)
+        if hit is not None:
+            self._masks.move_to_end(key)
+            return hit
+        _, lam, U = self._wiener.statistics(cls)
+        a, s = self.schedule.alpha(float(t)), self.schedule.sigma(float(t))
+        P = (U * (a * a * lam / (a * a * lam + s * s))) @ U.T
+        diag = P.diagonal().clone()
+        diag[diag.abs() < 1e-6] = 1.0
+        M = (P / diag[:, None]).abs()
+        mask = M >= self.threshold * M.max()
+        while self._masks and sum(m.numel() for m in self._masks.values()) + mask.numel() > self.memory_budget // 4:
+            self._masks.popitem(last=False)
+        self._masks[key] = mask
+        return mask
+
+    def describe(self) -> dict:
+        return {**super().describe(), "threshold": self.threshold, "temperature": self.temperature}
+
+    def _denoise_subset(self, x, a, s, k, cls, trace, t=None):
+        Y, gidx, _ = self._training(x.dtype, x.device, cls)
+        B, C, H, W = x.shape
+        out = torch.empty_like(x)
+        tr = None
+        if trace:
+            tr = Trace.empty(B, H, W, x)
+            tr.source_pixel[:] = torch.arange(H * W, device=x.device).view(1, H, W)
+        for ti in sorted(set(t.tolist())):  # one mask per time in the batch
+            sel = torch.nonzero(t == ti).flatten().to(x.device)
+            rows = self.mask(ti, cls).T.to(device=x.device, dtype=x.dtype)  # [m, u]
+            scale = (1.0 / (2.0 * s[sel].to(torch.float64) ** 2 * self.temperature)).to(x.dtype)
+            o, state, fin = masked_posterior(x[sel].reshape(len(sel), -1), a[sel], scale, Y.reshape(Y.shape[0], -1),
+                                             rows, composite=False, memory_budget=self.memory_budget, trace=trace)
+            out[sel] = o.view(len(sel), C, H, W)
+            if trace:  # the first channel's entries stand for their pixel
+                tr.source_image[sel] = gidx.to(x.device)[state.source[:, : H * W]].view(-1, H, W)
+                tr.weight[sel] = fin.weight[:, : H * W].reshape(-1, H, W).to(x.dtype)
+                tr.effective[sel] = fin.effective[:, : H * W].reshape(-1, H, W).to(x.dtype)
+        return out, tr
