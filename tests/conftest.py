@@ -13,6 +13,13 @@ def random_data(N=4, C=1, H=5, W=6, B=2, seed=0):
     return Y, x
 
 
+def machine_options(name, **kw):
+    """Keep, of ``kw``, the options machine ``name`` has (IS has no padding or patch size)."""
+    from elsmachine.machines import options_of
+
+    return {k: v for k, v in kw.items() if k in options_of(name)}
+
+
 @pytest.fixture
 def data():
     """:func:`random_data`, as a fixture."""

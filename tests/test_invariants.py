@@ -2,6 +2,7 @@
 
 import pytest
 import reference as ref
+from conftest import machine_options
 import torch
 
 import elsmachine as em
@@ -16,8 +17,9 @@ def test_chunking_does_not_change_the_result(name, backend, padding):
     """A budget so small that keys are streamed in many chunks gives the same answer."""
     ds = em.load_dataset("mnist5k", per_class=13)  # 130 images: three blocks of the kernel, many key chunks
     x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    big = em.make_machine(name, ds.images, padding=padding, patch_size=None if name == 'ideal' else 5, backend=backend)
-    small = em.make_machine(name, ds.images, padding=padding, patch_size=None if name == 'ideal' else 5, backend=backend, memory_budget=1 << 20)
+    kw = machine_options(name, padding=padding, patch_size=5, backend=backend)
+    big = em.make_machine(name, ds.images, **kw)
+    small = em.make_machine(name, ds.images, memory_budget=1 << 20, **kw)
     for t in (0.1, 0.8):
         # Chunks are merged exactly through the log-sum-exp; only rounding may differ.
         torch.testing.assert_close(small.denoise(x, t), big.denoise(x, t), rtol=0, atol=1e-10)
@@ -57,7 +59,7 @@ def test_far_query_does_not_poison_the_batch():
 @pytest.mark.parametrize("name", ["ideal", "ls", "els"])
 def test_batch_composition_does_not_matter(name, data):
     Y, x = data(N=5, H=6, W=7, B=3)
-    m = em.make_machine(name, Y, patch_size=None if name == 'ideal' else 3)
+    m = em.make_machine(name, Y, **machine_options(name, patch_size=3))
     together = m.denoise(x, 0.4)
     for b in range(x.shape[0]):
         torch.testing.assert_close(together[b : b + 1], m.denoise(x[b : b + 1], 0.4), rtol=0, atol=1e-12)

@@ -2,6 +2,7 @@
 
 import pytest
 import reference as ref
+from conftest import machine_options
 import torch
 
 import elsmachine as em
@@ -63,7 +64,7 @@ def test_three_channels_and_per_image_times(kind, padding, data):
 def test_class_conditional_matches_reference_on_the_class(name, padding, data):
     Y, x = data(N=6, C=1, H=4, W=5, B=3, seed=2)
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
-    m = em.make_machine(name, Y, padding=padding, patch_size=None if name == 'ideal' else 3, labels=labels)
+    m = em.make_machine(name, Y, labels=labels, **machine_options(name, padding=padding, patch_size=3))
     q = torch.tensor([2, 0, 2])
     out = m.denoise(x, 0.3, labels=q)
     for b in range(3):
@@ -74,7 +75,8 @@ def test_class_conditional_matches_reference_on_the_class(name, padding, data):
             expect = ref.patch_machine(name, x[b : b + 1], 0.3, Yc, 3, padding)
         torch.testing.assert_close(out[b : b + 1], expect, rtol=0, atol=1e-12)
     # Without labels the machine uses every training image.
-    torch.testing.assert_close(m.denoise(x, 0.3), em.make_machine(name, Y, padding=padding, patch_size=None if name == 'ideal' else 3).denoise(x, 0.3))
+    torch.testing.assert_close(m.denoise(x, 0.3),
+                               em.make_machine(name, Y, **machine_options(name, padding=padding, patch_size=3)).denoise(x, 0.3))
 
 
 @pytest.mark.parametrize("backend,bound", [("native", 2e-5), ("explicit", 1e-4), ("fused", 3e-3)])

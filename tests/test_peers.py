@@ -191,3 +191,39 @@ def test_nearest_and_locality_trace_like_the_others(data):
     _, w = ref.ideal(x, 0.2, Y, return_weights=True)  # threshold 0: every entry weighs images as IS does
     assert torch.equal(tr.source_image[:, 0, 0], w.argmax(1))
     torch.testing.assert_close(tr.weight[:, 1, 2], w.max(1).values, rtol=0, atol=1e-12)
+
+
+def test_every_machine_from_the_command_line_against_a_tiny_network(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from elsmachine.cli import app
+    from elsmachine.networks import NetConfig
+    from elsmachine.networks.training import TrainConfig, train
+
+    train(NetConfig(arch="resnet", width=4, depth=1, num_classes=10, emb_dim=8), TrainConfig(epochs=1, batch_size=10),
+          em.load_dataset("mnist5k", per_class=1), tmp_path / "net")
+    run = CliRunner()
+    common = ["--per-class", "1", "--steps", "2"]
+    res = run.invoke(app, ["sensitivity", "--model", str(tmp_path / "net"), *common, "--inputs", "1", "--rows", "512",
+                           "-o", str(tmp_path / "s.safetensors")])
+    assert res.exit_code == 0, res.output
+    res = run.invoke(app, ["sample", "--machine", "pspc-flex", "--sensitivity", str(tmp_path / "s.safetensors"), *common,
+                           "--num", "2", "-o", str(tmp_path / "flex.png")])
+    assert res.exit_code == 0, res.output
+    res = run.invoke(app, ["sample", "--machine", "pspc-flex", *common, "--num", "1", "-o", str(tmp_path / "x.png")])
+    assert res.exit_code == 2 and "needs --sensitivity" in res.output
+    res = run.invoke(app, ["compare", "--model", str(tmp_path / "net"), *common, "--seeds", "2", "--machines", "all",
+                           "--patch-schedule", "3", "--out", str(tmp_path / "cmp")])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "cmp" / "summary.json").read_text())
+    assert set(summary["machines"]) == set(em.MACHINES)
+    assert {"median_r", "median_r2", "median_R2", "median_mse", "beats_ideal"} <= set(summary["machines"]["pspc"])
+    assert "beats_els" in summary["machines"]["locality"] and (tmp_path / "cmp" / "sensitivity.safetensors").exists()
+    for f in ("results.csv", "montage.png", "boxplot.png"):
+        assert (tmp_path / "cmp" / f).stat().st_size > 0
+    res = run.invoke(app, ["calibrate", "--model", str(tmp_path / "net"), *common, "--machine", "pspc", "--sizes", "1,3",
+                           "--seeds", "1", "-o", str(tmp_path / "p.json")])
+    assert res.exit_code == 0, res.output
+    assert em.PatchSchedule.load(tmp_path / "p.json").meta["machine"] == "pspc"

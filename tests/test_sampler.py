@@ -2,6 +2,7 @@
 
 import pytest
 import reference as ref
+from conftest import machine_options
 import torch
 
 import elsmachine as em
@@ -71,7 +72,7 @@ def test_sampler_matches_a_naive_ddim_loop(name):
     g = torch.Generator().manual_seed(0)
     Y = torch.rand(3, 1, 5, 5, generator=g, dtype=torch.float64) * 2 - 1
     noise = torch.randn(2, 1, 5, 5, generator=g, dtype=torch.float64)
-    m = em.make_machine(name, Y, patch_size=None if name == 'ideal' else 3)
+    m = em.make_machine(name, Y, **machine_options(name, patch_size=3))
     ts = [1.0, 0.7, 0.4, 0.1, 0.0]
     out = em.ddim_sample(m, noise, ts=ts)
     if name == "ideal":

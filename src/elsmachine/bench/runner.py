@@ -95,7 +95,7 @@ def run_one(cfg: BenchConfig) -> dict:
     """Time one configuration in this process (meant to run in a fresh child)."""
     from ..datasets import load_dataset
     from ..experiments.metrics import pearson
-    from ..machines import make_machine
+    from ..machines import make_machine, options_of
     from ..noise import ddim_grid
     from ..sampling import ddim_sample
     from ..seeds import seed_noise
@@ -107,10 +107,12 @@ def run_one(cfg: BenchConfig) -> dict:
         return {**asdict(cfg), "peak_mb": _peak_rss_mb()}
     dt = getattr(torch, cfg.dtype)
     name, padding = machine_kind(cfg.machine)
-    ks = None if name == "ideal" else cfg.preset
+    ks = cfg.preset if "patch_size" in options_of(name) else None
 
     def machine(**approx):
-        return make_machine(name, Y, padding=padding, patch_size=ks, **approx)
+        takes = options_of(name)
+        kw = {k: v for k, v in {"padding": padding, "patch_size": ks, **approx}.items() if k in takes and v is not None}
+        return make_machine(name, Y, **kw)
 
     m = machine(approx_images=cfg.approx, approx_radius=cfg.radius)
     noise = seed_noise(list(range(cfg.batch)), (1, 32, 32), dtype=dt)

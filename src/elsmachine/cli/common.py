@@ -46,6 +46,36 @@ def flag(*decls: str, help: str) -> bool:  # noqa: A002 - typer's own keyword
     return typer.Option(False, *decls, help=help, metavar="")
 
 
+def machine_names() -> str:
+    from ..machines import MACHINES
+
+    return ", ".join(MACHINES)
+
+
+MachineName = Enum("MachineName", {name.replace("-", "_"): name for name in
+                                   ("ideal", "ls", "els", "nearest", "wiener", "stationary", "locality", "pspc",
+                                    "pspc-flex")}, type=str)
+THRESHOLD = typer.Option(0.02, help="locality: the share of the largest normalised projection an entry needs to enter a distance.")
+TEMPERATURE = typer.Option(1.0, help="locality: the softmax temperature.")
+SENSITIVITY = typer.Option(None, help="pspc-flex: the network sensitivity file (els sensitivity --model ...).")
+
+
+def build_machine(name: str, ds, *, conditional: bool = True, padding: str | None = None, patch_schedule=None,
+                  schedule=None, memory_budget: int | None = None, threshold: float | None = None,
+                  temperature: float | None = None, sensitivity=None):
+    """Machine ``name`` on the data ``ds``, given the options it has (the others are left out)."""
+    from ..machines import DEFAULT_MEMORY_BUDGET, make_machine, options_of
+
+    takes = options_of(name)
+    kw = {"padding": padding, "patch_size": patch_schedule, "threshold": threshold, "temperature": temperature,
+          "sensitivity": sensitivity}
+    kw = {k: v for k, v in kw.items() if k in takes}
+    if "sensitivity" in takes and sensitivity is None:
+        raise InputError(f"the {name} machine needs --sensitivity FILE (made by els sensitivity --model ...)")
+    return make_machine(name, ds.images, labels=ds.labels if conditional else None, schedule=schedule,
+                        memory_budget=memory_budget or DEFAULT_MEMORY_BUDGET, **kw)
+
+
 class Padding(str, Enum):
     zeros = "zeros"
     circular = "circular"

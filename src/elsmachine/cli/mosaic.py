@@ -21,7 +21,9 @@ from .common import (
     ROOT,
     SEED,
     STEPS,
+    MachineName,
     Padding,
+    build_machine,
     load_data,
     out_console,
     parse_patch_schedule,
@@ -29,7 +31,7 @@ from .common import (
     resolve_device,
     seed_range,
 )
-from .sample import MachineName, print_novelty
+from .sample import print_novelty
 
 MAX_SHIFT = typer.Option(2, help="Novelty: also match training images shifted by up to this many pixels.")
 
@@ -57,7 +59,7 @@ def _data_of(d: dict, samples: Path, dataset, root, limit, per_class, download):
 def mosaic(
     seed: int = typer.Option(0, help="Seed of the sample to draw."),
     cls: str = CLASS,
-    machine: MachineName = typer.Option(MachineName.els, "--machine", "-m", help="ideal (IS), ls (LS) or els (ELS)."),
+    machine: MachineName = typer.Option(MachineName.els, "--machine", "-m", help="A machine that can be traced: ideal, ls, els, nearest or locality."),
     padding: Padding = typer.Option(Padding.zeros, help="zeros: boundary-broken ELS; circular: periodic."),
     patch_schedule: str = PATCH_SCHEDULE,
     steps: int = STEPS,
@@ -82,7 +84,7 @@ def mosaic(
     sample, sample.npz (the sample with its trace, as els sample --trace writes it).
     """
     from ..experiments.novelty import novelty
-    from ..machines import SampleTrace, Traced, make_machine
+    from ..machines import SampleTrace, Traced
     from ..output.files import check_writable, load_samples, save_samples
     from ..output.plots import render_mosaic
     from ..sampling import ddim_sample
@@ -109,8 +111,8 @@ def mosaic(
         ds = load_data(dataset or "mnist5k", root, limit, per_class, download)
         labels = labels_for_seeds([seed], cls, ds.classes)
         label = None if labels is None else labels[0]
-        ks = parse_patch_schedule(patch_schedule) if machine != MachineName.ideal else None
-        traced = Traced(make_machine(machine.value, ds.images, padding=padding.value, labels=ds.labels, patch_size=ks))
+        traced = Traced(build_machine(machine.value, ds, padding=padding.value,
+                                      patch_schedule=parse_patch_schedule(patch_schedule)))
         noise = seed_noise([seed], tuple(ds.images.shape[1:]), device=dev)
         lab = None if label is None else torch.tensor([label], device=dev)
         with progress() as prog:
@@ -130,7 +132,7 @@ def mosaic(
 
 
 def novelty(
-    machines: str = typer.Option("ideal,ls,els", help="Comma list of ideal, ls, els."),
+    machines: str = typer.Option("ideal,ls,els", help="Comma list of machines (ideal, ls, els, nearest, wiener, stationary, locality, pspc); the sources are counted for those that can be traced."),
     seeds: int = typer.Option(10, help="Number of seeds (--seed .. --seed + N - 1)."),
     seed: int = SEED,
     cls: str = CLASS,
@@ -151,7 +153,7 @@ def novelty(
 
     from ..experiments.novelty import novelty as novelty_of
     from ..experiments.novelty import novelty_summary
-    from ..machines import MACHINES, Traced, make_machine
+    from ..machines import MACHINES, Traced
     from ..output.files import check_writable, write_json
     from ..sampling import ddim_sample
     from ..seeds import labels_for_seeds, seed_noise
@@ -171,23 +173,24 @@ def novelty(
     lab = None if labels is None else torch.tensor(labels, device=dev)
     noise = seed_noise(seed_list, tuple(ds.images.shape[1:]), device=dev)
     ks = parse_patch_schedule(patch_schedule)
-    built = {n: make_machine(n, ds.images, padding=padding.value, labels=ds.labels,
-                             patch_size=ks if MACHINES[n].has_patch_size else None) for n in names}
+    built = {n: build_machine(n, ds, padding=padding.value, patch_schedule=ks) for n in names}
     result = {}
     t0 = time.perf_counter()
     with progress() as prog:
         task = prog.add_task("sampling", total=steps * len(names))
         for name, m in built.items():
-            traced = Traced(m)
+            traced = Traced(m) if m.traceable else m
             x = ddim_sample(traced, noise, steps=steps, labels=lab, callback=lambda info: prog.advance(task))
-            result[name] = novelty_of(x.cpu(), ds.images, trace=traced.sample_trace(), max_shift=max_shift).rows()
+            tr = traced.sample_trace() if m.traceable else None
+            result[name] = novelty_of(x.cpu(), ds.images, trace=tr, max_shift=max_shift).rows()
     tab = Table(title=f"novelty over {seeds} seeds ({dataset}, class {cls})")
     for col in ("machine", "memorised", "median RMS/px to nearest", "median sources", "median px with a source"):
         tab.add_column(col, justify="right")
     summary = {name: novelty_summary(rows) for name, rows in result.items()}
     for name, sm in summary.items():
-        tab.add_row(name, f"{sm['memorised']:.0%}", f"{sm['median_rms']:.3f}", f"{sm['median_sources']:g}",
-                    f"{sm['median_dominated']:.0%}")
+        traced = sm["median_sources"] >= 0  # machines that cannot be traced name no sources
+        tab.add_row(name, f"{sm['memorised']:.0%}", f"{sm['median_rms']:.3f}",
+                    f"{sm['median_sources']:g}" if traced else "-", f"{sm['median_dominated']:.0%}" if traced else "-")
     out_console().print(tab)
     if out is not None:
         write_json(out, {"summary": summary, "per_seed": result, "seeds": seed_list, "labels": labels})

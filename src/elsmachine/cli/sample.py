@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -22,9 +21,14 @@ from .common import (
     PER_CLASS,
     ROOT,
     SEED,
+    SENSITIVITY,
     STEPS,
+    TEMPERATURE,
+    THRESHOLD,
     DType,
+    MachineName,
     Padding,
+    build_machine,
     flag,
     load_conditional_network,
     load_data,
@@ -36,12 +40,6 @@ from .common import (
     resolve_device,
     seed_range,
 )
-
-
-class MachineName(str, Enum):
-    ideal = "ideal"
-    ls = "ls"
-    els = "els"
 
 
 def print_novelty(nov, seeds, labels) -> None:
@@ -65,7 +63,7 @@ def patch_sizes_used(machine, grid) -> list[int] | None:
 
 
 def sample(
-    machine: MachineName = typer.Option(MachineName.els, "--machine", "-m", help="ideal (IS), ls (LS) or els (ELS)."),
+    machine: MachineName = typer.Option(MachineName.els, "--machine", "-m", help="ideal (IS), ls (LS), els (ELS), or a peer: nearest, wiener, stationary, locality, pspc, pspc-flex."),
     padding: Padding = typer.Option(Padding.zeros, help="zeros: boundary-broken ELS; circular: periodic."),
     patch_schedule: str = PATCH_SCHEDULE,
     steps: int = STEPS,
@@ -87,6 +85,9 @@ def sample(
     trace: bool = flag("--trace", help="Save the patch-mosaic trace with the samples (for els mosaic)."),
     show_novelty: bool = flag("--novelty", help="Print how new each sample is (nearest training image, sources, verdict)."),
     max_shift: int = typer.Option(2, help="With --novelty: also match training images shifted by up to this many pixels."),
+    threshold: float = THRESHOLD,
+    temperature: float = TEMPERATURE,
+    sensitivity: Optional[Path] = SENSITIVITY,
 ):
     """Generate images with a score machine through deterministic DDIM.
 
@@ -94,7 +95,8 @@ def sample(
     10 class-conditional samples (digits 0..9, seeds 0..9) on the bundled 5,000 MNIST digits,
     float32.
     """
-    from ..machines import Traced, make_machine
+    from ..experiments.compare import describe
+    from ..machines import Traced
     from ..noise import ddim_grid
     from ..output.files import check_writable, save_samples
     from ..output.images import image_format, image_grid, save_image
@@ -120,13 +122,16 @@ def sample(
         labels = labels_for_seeds(seed_list, cls if m.takes_labels else "none", classes)
     else:
         labels = labels_for_seeds(seed_list, cls, ds.classes)
-        ks = parse_patch_schedule(patch_schedule) if machine != MachineName.ideal else None
-        m = make_machine(machine.value, ds.images, padding=padding.value, labels=ds.labels, patch_size=ks,
-                         memory_budget=parse_bytes(memory_budget))
+        m = build_machine(machine.value, ds, padding=padding.value, patch_schedule=parse_patch_schedule(patch_schedule),
+                          memory_budget=parse_bytes(memory_budget), threshold=threshold, temperature=temperature,
+                          sensitivity=sensitivity)
     tdtype = getattr(torch, dtype.value)
     noise = seed_noise(seed_list, tuple(ds.images.shape[1:]), dtype=tdtype, device=dev)
     lab = None if labels is None else torch.tensor(labels, device=dev)
-    want_trace = (trace or show_novelty) and model is None
+    if trace and not m.traceable:
+        raise InputError(f"--trace: the {machine.value} machine cannot be traced (no candidate with the largest weight "
+                         f"per pixel)")
+    want_trace = (trace or show_novelty) and model is None and m.traceable
     denoiser = Traced(m) if want_trace else m
     used = patch_sizes_used(m, ddim_grid(steps))
     t0 = time.perf_counter()
@@ -140,7 +145,7 @@ def sample(
         "machine": machine.value if model is None else "network", "padding": padding.value,
         "patch_schedule": patch_schedule if used is not None else None, "patch_sizes_used": used,
         "steps": steps, "data": ds.describe(), "dtype": dtype.value, "device": str(dev),
-        "class": cls, "seconds": round(elapsed, 3),
+        "class": cls, "seconds": round(elapsed, 3), "denoiser": describe(m),
     }
     save_samples(npz, x, seeds=seed_list, labels=labels, meta=meta, **(tr.to_arrays() if tr is not None and trace else {}))
     save_image(image_grid(x), out)

@@ -80,6 +80,7 @@ class ScoreMachine:
 
     name = "machine"
     has_patch_size = False
+    traceable = True  # has a candidate with the largest weight per pixel to name
     padding: str | None = None
 
     def __init__(self, images, *, labels=None, schedule: CosineSchedule | None = None,

@@ -43,6 +43,7 @@ class PatchCompositeMachine(PatchSized, ScoreMachine):
     per step, a preset, a patch schedule or its file); a window must fit inside the image."""
 
     name = "pspc"
+    traceable = False
 
     def __init__(self, images, patch_size=None, labels=None, *, schedule: CosineSchedule | None = None,
                  memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
@@ -85,6 +86,7 @@ class FlexCompositeMachine(ScoreMachine):
     grid; a time outside that grid is refused."""
 
     name = "pspc-flex"
+    traceable = False
 
     def __init__(self, images, sensitivity, labels=None, *, schedule: CosineSchedule | None = None,
                  memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:

@@ -34,6 +34,8 @@ __all__ = ["WienerMachine", "StationaryMachine", "GaussianMachine"]
 class GaussianMachine(ScoreMachine):
     """Shared body: statistics per class, cached; no candidates to trace."""
 
+    traceable = False
+
     def __init__(self, images, labels=None, *, schedule: CosineSchedule | None = None,
                  memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
         super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget)

@@ -36,8 +36,9 @@ class Traced:
     """A machine that records the trace of every denoiser call (see the module docstring)."""
 
     def __init__(self, machine) -> None:
-        if not hasattr(machine, "denoise_traced"):
-            raise InputError(f"{type(machine).__name__} cannot be traced; only score machines have candidates to trace")
+        if not hasattr(machine, "denoise_traced") or not getattr(machine, "traceable", True):
+            raise InputError(f"{type(machine).__name__} cannot be traced: it has no candidate with the largest weight "
+                             f"per pixel to name")
         self.machine = machine
         self.schedule = machine.schedule
         self.has_patch_size = getattr(machine, "has_patch_size", False)
