@@ -258,6 +258,17 @@ def test_outputs_are_created_where_missing_and_written_in_the_format_asked(tmp_p
     assert (tmp_path / "g.npz").exists()
 
 
+def test_a_temporary_file_left_by_a_killed_process_is_cleared_by_the_next_write(tmp_path):
+    from elsmachine.output.files import write_json
+
+    gone = tmp_path / ".x.json.999999999.tmp"  # no process has this id
+    gone.write_bytes(b"half")
+    mine = tmp_path / f".x.json.{os.getppid()}.tmp"  # a live process's: left alone
+    mine.write_bytes(b"busy")
+    write_json(tmp_path / "x.json", {"a": 1})
+    assert not gone.exists() and mine.exists() and json.loads((tmp_path / "x.json").read_text()) == {"a": 1}
+
+
 def test_every_option_has_help_and_flags_show_no_value():
     import typer
 
@@ -339,10 +350,11 @@ def test_compare_killed_then_rerun_loses_and_repeats_nothing(tmp_path):
     seeds = tmp_path / "c" / "seeds"
     _kill_when(els(args), lambda: seeds.is_dir() and len(list(seeds.glob("*.npz"))) >= 2)
     done = {p.name: p.stat().st_mtime_ns for p in seeds.glob("*.npz")}
-    assert done and not list((tmp_path / "c").rglob("*.tmp"))
+    assert done
     proc = els(args)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
+    assert not list((tmp_path / "c").rglob("*.tmp"))  # a write the kill cut short is cleared by the rerun
     assert {p.name: p.stat().st_mtime_ns for p in seeds.glob("*.npz") if p.name in done} == done  # not repeated
     rows = (tmp_path / "c" / "results.csv").read_text().strip().splitlines()[1:]
     assert [r.split(",")[0] for r in rows] == ["0", "1", "2", "3", "4"]  # nothing lost

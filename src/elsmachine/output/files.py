@@ -2,11 +2,13 @@
 
 Every file is written to a temporary name in its own folder, flushed to disk and renamed into
 place, so an interrupted or failed write leaves the previous file or nothing; the temporary
-file is removed whatever goes wrong. Missing parent folders are created.
+file is removed whatever goes wrong, and one left by a killed process (which runs no cleanup)
+is removed by the next write of the same file. Missing parent folders are created.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
@@ -29,6 +31,7 @@ def atomic_write(path, data: bytes) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"cannot create the folder {path.parent}: {e.strerror or e}") from None
+    _clear_stale(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -72,6 +75,20 @@ def file_digest(path, algorithm: str = "sha256") -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _clear_stale(path: Path) -> None:
+    """Remove temporary files of ``path`` left by processes no longer running."""
+    for old in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = old.name[len(path.name) + 2 : -len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            old.unlink(missing_ok=True)
+        except OSError:
+            pass  # alive, under another user: not ours to remove
 
 
 def write_json(path, obj) -> Path:
