@@ -28,9 +28,18 @@ from .machines import (
     WienerMachine,
     make_machine,
 )
-from .networks import NetworkDenoiser, load_network
+from .networks import (
+    NetworkDenoiser,
+    as_diffusers_model,
+    as_sigma_denoiser,
+    from_diffusers,
+    from_sigma_denoiser,
+    load_diffusers,
+    load_network,
+    schedule_of,
+)
 from .networks.sensitivity import Sensitivity, measure_sensitivity
-from .noise import CosineSchedule, ddim_grid
+from .noise import CosineSchedule, DiscreteSchedule, NoiseSchedule, ddim_grid, noise_schedule
 from .patch_schedule import PRESETS, PatchSchedule, preset
 from .sampling import ddim_sample
 from .seeds import class_of_seed, seed_noise
@@ -38,6 +47,15 @@ from .seeds import class_of_seed, seed_noise
 __version__ = "0.2.0"
 
 __all__ = [
+    "DiscreteSchedule",
+    "NoiseSchedule",
+    "as_diffusers_model",
+    "as_sigma_denoiser",
+    "from_diffusers",
+    "from_sigma_denoiser",
+    "load_diffusers",
+    "noise_schedule",
+    "schedule_of",
     "FlexCompositeMachine",
     "LocalityMachine",
     "NearestMachine",

@@ -125,11 +125,12 @@ def preset(name: str) -> PatchSchedule:
     return PatchSchedule(tuple(_PAPER_TS), tuple(PRESETS[name]), {"source": "Kamb & Ganguli 2025", "name": name})
 
 
-def as_patch_schedule(spec, what: str = "patch_size") -> int | PatchSchedule | None:
+def as_patch_schedule(spec, what: str = "patch_size", schedule=None) -> int | PatchSchedule | None:
     """A machine's patch size in one of two forms: one size for every t, or a PatchSchedule.
 
-    ``spec`` is None, an odd int, a sequence with one size per step of the default grid of that
-    many steps (highest t first), a preset name, a :class:`PatchSchedule`, or a schedule file.
+    ``spec`` is None, an odd int, a sequence with one size per step of the DDIM grid of that
+    many steps (highest t first; the grid of the noise ``schedule``, by default the paper's
+    cosine), a preset name, a :class:`PatchSchedule`, or a schedule file.
     """
     if spec is None or isinstance(spec, PatchSchedule):
         return spec
@@ -148,7 +149,8 @@ def as_patch_schedule(spec, what: str = "patch_size") -> int | PatchSchedule | N
         raise InputError(f"{what} must be an int, a sequence, a preset name or a schedule, got {spec!r}") from None
     if not sizes:
         raise InputError(f"{what}: a sequence needs at least one size")
-    return PatchSchedule(default_grid_times(len(sizes)), tuple(sizes))
+    ts = default_grid_times(len(sizes)) if schedule is None else tuple(schedule.grid(len(sizes))[:-1].tolist())
+    return PatchSchedule(ts, tuple(sizes))
 
 
 def resolve_patch_sizes(spec, grid: torch.Tensor) -> list[int] | None:

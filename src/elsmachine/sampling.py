@@ -4,8 +4,10 @@ One step from t to t' < t with any denoiser D(x, t) = x0_hat:
 
     eps_hat = (x_t - a(t) x0_hat) / s(t),    x_t' = a(t') x0_hat + s(t') eps_hat,
 
-on the grid t_j = (n - j) / n, j = 0..n, so the last step lands on t = 0 where a = 1, s = 0 and
-the result is the denoiser's last x0_hat. The sampler is a pure function of the denoiser, the
+on the schedule's grid (t_j = (n - j) / n, j = 0..n for the paper's cosine), so the last step
+lands on t = 0 where a = 1, s = 0 and the result is the denoiser's last x0_hat (a schedule
+whose t = 0 keeps some noise, as diffusers' ``set_alpha_to_one=False``, takes the same step
+there as anywhere). The sampler is a pure function of the denoiser, the
 starting noise and the grid. The state and the update are float64 whatever the denoiser's
 dtype (as EDM does); the denoiser sees x in the noise's dtype, and the result is cast back.
 """
@@ -25,12 +27,13 @@ from .seeds import seed_noise
 __all__ = ["ddim_sample", "seed_noise", "resolve_grid"]
 
 
-def resolve_grid(steps: int | None, ts) -> torch.Tensor:
-    """The time grid as float64 [steps + 1], descending, ending at 0.0."""
+def resolve_grid(steps: int | None, ts, schedule=None) -> torch.Tensor:
+    """The time grid as float64 [steps + 1], descending, ending at 0.0: ``ts`` when given, else
+    the schedule's own DDIM grid for ``steps`` steps (the paper's cosine: t_j = (n - j) / n)."""
     if ts is None:
         if steps is None:
             raise InputError("give steps or an explicit grid ts")
-        return ddim_grid(steps)
+        return ddim_grid(steps) if schedule is None else schedule.grid(steps)
     grid = torch.as_tensor(ts, dtype=torch.float64).detach().cpu().flatten()
     if grid.numel() < 2:
         raise InputError(f"ts must hold at least two times (one step), got {grid.numel()}")
@@ -63,7 +66,8 @@ def ddim_sample(
     Args:
         denoiser: anything that follows the contract, ``denoise(x, t, labels=...)``.
         noise: [B, C, H, W], taken as x at ts[0].
-        steps: number of steps of the default grid t_j = (n - j) / n.
+        steps: number of steps of the schedule's own DDIM grid (for the paper's cosine,
+            t_j = (n - j) / n; for a discrete schedule, the timesteps diffusers' DDIMScheduler takes).
         patch_sizes: None (the denoiser's own patch schedule), or a per-step override for
             denoisers that have a patch size: one odd int, a sequence with one size per step
             (highest t first), a preset name, a :class:`~elsmachine.PatchSchedule` or a path.
@@ -86,17 +90,17 @@ def ddim_sample(
         raise InputError(f"noise must be floating point, got dtype {noise.dtype}")
     if not bool(torch.isfinite(noise).all()):
         raise InputError("noise contains NaN or inf")
-    grid = resolve_grid(None if ts is not None else steps, ts)
-    sizes = None
-    if patch_sizes is not None:
-        if not takes_patch_size(denoiser):
-            raise InputError(f"patch_sizes was given, but {denoiser_name(denoiser)} has no patch size")
-        sizes = resolve_patch_sizes(patch_sizes, grid)
     own = getattr(denoiser, "schedule", None)
     if schedule is None:
         schedule = own if own is not None else CosineSchedule()
     elif own is not None and own != schedule:
         raise InputError(f"the sampler's noise schedule {schedule} differs from {denoiser_name(denoiser)}'s {own}")
+    grid = resolve_grid(None if ts is not None else steps, ts, schedule)
+    sizes = None
+    if patch_sizes is not None:
+        if not takes_patch_size(denoiser):
+            raise InputError(f"patch_sizes was given, but {denoiser_name(denoiser)} has no patch size")
+        sizes = resolve_patch_sizes(patch_sizes, grid)
     dtype = noise.dtype
     x = noise.to(torch.float64)
     for i in range(grid.numel() - 1):
@@ -110,7 +114,7 @@ def ddim_sample(
         if not bool(torch.isfinite(x0).all()):
             raise RunError(f"{denoiser_name(denoiser)} returned NaN or inf at step {i} (t = {t:g})")
         x0d = x0.to(torch.float64)
-        if t_next == 0.0:
+        if t_next == 0.0 and schedule.sigma(0.0) == 0.0:  # the clean image: the last x0_hat itself
             x_next = x0d
         else:
             a, s = schedule.alpha(t), schedule.sigma(t)

@@ -54,3 +54,31 @@ def baseline_denoise(x, t, Y, k, padding="zeros", chunk_elems=1 << 25):
         acc = acc * r[:, None] + torch.einsum("bqj,cj->bcq", w, vals)
         m = m_new
     return (acc / l[:, None]).view(B, C, H, W)
+
+
+def baseline_locality(x, t, Y, mask, temperature=1.0, chunk_elems=1 << 26):
+    """The analytic locality machine done straightforwardly: per chunk of training images, the
+    full masked distance tensor [B, D (outputs), n, D (inputs)], summed, and a softmax merged
+    across chunks. ``mask`` bool [D, D] (input entry, output entry), x [B, C, H, W]."""
+    sch = CosineSchedule()
+    a, s = sch.alpha(t), sch.sigma(t)
+    B = x.shape[0]
+    xf, Yf = x.reshape(B, -1), Y.reshape(Y.shape[0], -1).to(x.dtype)
+    D = xf.shape[1]
+    maskT = mask.T.to(x.dtype)  # [outputs, inputs]
+    per = max(1, chunk_elems // (B * D * D))
+    m = torch.full((B, D), -math.inf, dtype=x.dtype)
+    l = torch.zeros(B, D, dtype=x.dtype)
+    acc = torch.zeros(B, D, dtype=x.dtype)
+    for n0 in range(0, Yf.shape[0], per):
+        Yc = Yf[n0 : n0 + per]
+        sq = (xf[:, None, :] - a * Yc[None]) ** 2  # [B, n, inputs]
+        masked = maskT[None, :, None, :] * sq[:, None]  # the full tensor [B, outputs, n, inputs]
+        logits = -masked.sum(-1) / (2 * s * s * temperature)  # [B, outputs, n]
+        m_new = torch.maximum(m, logits.max(-1).values)
+        w = torch.exp(logits - m_new[..., None])
+        r = torch.exp(m - m_new)
+        l = l * r + w.sum(-1)
+        acc = acc * r + (w * Yc.T[None]).sum(-1)
+        m = m_new
+    return (acc / l).view_as(x)

@@ -33,7 +33,8 @@ from .work import flops_for, machine_kind, matmul_gflops, pairs_for
 
 __all__ = ["BenchConfig", "bench_grid", "run_benchmark", "run_one", "pairs_per_sample", "BENCH_MACHINES"]
 
-BENCH_MACHINES = ("els-zeros", "els-circular", "ls", "ideal")
+BENCH_MACHINES = ("els-zeros", "els-circular", "ls", "ideal", "nearest", "wiener", "stationary", "locality", "pspc",
+                  "pspc-flex")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,24 @@ def _sizes(cfg: BenchConfig) -> list[int]:
     return preset(cfg.preset).sizes_for(ddim_grid(cfg.steps))
 
 
+def _square_windows(cfg: BenchConfig):
+    """Windows for timing PSPC flex without a network: at each step the square of the patch
+    schedule's size around each pixel, clipped to the image (its cost does not depend on them)."""
+    import torch
+
+    from ..networks.sensitivity import Sensitivity
+    from ..noise import CosineSchedule, ddim_grid
+
+    grid = ddim_grid(cfg.steps)
+    wins = []
+    for k in _sizes(cfg):
+        r = k // 2
+        i = torch.arange(32)
+        near = (i[:, None] - i[None, :]).abs() <= r  # [32, 32] along one axis
+        wins.append((near[:, None, :, None] & near[None, :, None, :]).reshape(32 * 32, 32 * 32))
+    return Sensitivity.from_windows(torch.stack(wins), grid[:-1].tolist(), (32, 32), CosineSchedule().to_dict())
+
+
 def pairs_per_sample(cfg: BenchConfig) -> int:
     """Pairs actually weighed: the approximate modes weigh only their nearest images or pixels."""
     n = min(cfg.n, cfg.approx) if cfg.approx else cfg.n
@@ -99,7 +118,7 @@ def run_one(cfg: BenchConfig) -> dict:
     from ..noise import ddim_grid
     from ..sampling import ddim_sample
     from ..seeds import seed_noise
-    from .baseline import baseline_denoise
+    from .baseline import baseline_denoise, baseline_locality
 
     ds = load_dataset("mnist5k")
     Y = ds.images[: cfg.n] if cfg.n <= len(ds) else ds.images.repeat(math.ceil(cfg.n / len(ds)), 1, 1, 1)[: cfg.n]
@@ -111,8 +130,9 @@ def run_one(cfg: BenchConfig) -> dict:
 
     def machine(**approx):
         takes = options_of(name)
-        kw = {k: v for k, v in {"padding": padding, "patch_size": ks, **approx}.items() if k in takes and v is not None}
-        return make_machine(name, Y, **kw)
+        given = {"padding": padding, "patch_size": ks, "sensitivity": _square_windows(cfg) if name == "pspc-flex" else None,
+                 **approx}
+        return make_machine(name, Y, **{k: v for k, v in given.items() if k in takes and v is not None})
 
     m = machine(approx_images=cfg.approx, approx_radius=cfg.radius)
     noise = seed_noise(list(range(cfg.batch)), (1, 32, 32), dtype=dt)
@@ -134,6 +154,15 @@ def run_one(cfg: BenchConfig) -> dict:
         res.update({"exact_seconds": exact_s, "approx_speedup": exact_s / seconds,
                     "approx_min_r2": float(r2.min()), "approx_median_r2": float(r2.median()),
                     "approx_max_abs": float((out - exact).abs().max())})
+    if cfg.baseline and name == "locality":
+        x = noise[:1] if cfg.batch == 1 else noise
+        t = 0.5
+        t1 = time.perf_counter()
+        ref = baseline_locality(x, t, Y, m.mask(t))
+        per_call = time.perf_counter() - t1
+        base = per_call * cfg.steps  # every step costs the same
+        res.update({"baseline_seconds": base, "speedup": base / seconds,
+                    "baseline_max_diff": float((m.denoise(x, t) - ref).abs().max())})
     if cfg.baseline and name == "els":
         per_k = {}
         grid = ddim_grid(cfg.steps)
@@ -156,9 +185,12 @@ def run_one(cfg: BenchConfig) -> dict:
 
 
 def _backend(m, x) -> str:
-    if m.name == "ideal":
-        return "attention"
-    return "native" if m._use_native(x) else "attention"
+    """Which engine form a machine ran on: the compiled kernel, attention by matrix products,
+    or, for the peers, their own form (masked products, box sums, statistics)."""
+    if m.name in ("ls", "els"):
+        return "native" if m._use_native(x) else "attention"
+    return {"ideal": "attention", "nearest": "distances", "wiener": "eigenbasis", "stationary": "fourier",
+            "locality": "masked", "pspc": "box sums", "pspc-flex": "masked"}[m.name]
 
 
 def run_benchmark(configs: list[BenchConfig], *, on_result=None, timeout: float = 3600) -> dict:

@@ -9,6 +9,7 @@ same pixel of every image, and IS (whose candidates are whole images) with every
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -19,18 +20,28 @@ __all__ = ["pairs_for", "flops_for", "matmul_gflops", "machine_kind"]
 
 
 def machine_kind(machine: str) -> tuple[str, str]:
-    """Bench machine names ("els-zeros", "els-circular", "ls", "ideal") as (kind, padding)."""
-    if machine == "ls":
-        return "ls", "zeros"
+    """Bench machine names ("els-zeros", "els-circular", "ls", "ideal", or a peer's name) as
+    (machine name, padding)."""
+    if machine in ("ls", "ideal", "nearest", "wiener", "stationary", "locality", "pspc", "pspc-flex"):
+        return machine, "zeros"
     name, _, padding = machine.partition("-")
     return name, padding or "zeros"
 
 
 def pairs_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, radius: int | None = None) -> int:
-    """Candidate pairs of one denoiser call for one image (``radius``: the approximate mode
-    that keeps candidates within that many pixels of the query, ELS only)."""
-    if machine == "ideal":
+    """Candidate pairs of one denoiser call for one image: (output, candidate) pairs each
+    machine weighs (``radius``: the approximate mode that keeps candidates within that many
+    pixels of the query, ELS only). The Gaussian machines weigh no candidates (0)."""
+    if machine in ("ideal", "nearest"):
         return n  # one candidate (a whole image) per image
+    if machine in ("wiener", "stationary"):
+        return 0
+    if machine == "locality":
+        return H * W * n  # every output entry (one channel here) against every image
+    if machine == "pspc":
+        return (H - k + 1) * (W - k + 1) * n  # every window against every image
+    if machine == "pspc-flex":
+        return H * W * n  # one window per output pixel
     kind, padding = machine_kind(machine)
     return int(sees(kind, padding, H, W, k, radius).sum()) * n
 
@@ -43,10 +54,26 @@ def flops_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, C: int = 1
     (3C flops a pixel); window sums down the columns and along the rows, k - 1 additions each
     when summed afresh (k < 7) or 3 by segments (prefix, suffix and their sum); then per pair
     the scale, max, exp (counted as 10), sum and weighted sum (2 + 2C). Attention form (IS):
-    the logits' matrix product (2D flops a pair, D = C H W + 1), exp and weighted sum (2D)."""
+    the logits' matrix product (2D flops a pair, D = C H W + 1), exp and weighted sum (2D).
+    The peers: squared differences (3D an image); the locality and flex machines' masked sums
+    by matrix product (2D a pair), their exp and weighted sums; PSPC's box sums, exp and its
+    windows' weighted crops (2 C k^2 a pair); Wiener two products with the eigenbasis (4 D^2);
+    stationary two FFTs and the C x C products per frequency."""
+    D = C * H * W
     if machine == "ideal":
-        D = C * H * W + 1
-        return n * (4.0 * D + 10)
+        return n * (4.0 * (D + 1) + 10)
+    if machine == "nearest":
+        return n * 3.0 * D
+    if machine == "wiener":
+        return 4.0 * D * D
+    if machine == "stationary":
+        return 2 * 5.0 * D * max(1.0, math.log2(H * W)) + 8.0 * C * C * H * W
+    if machine in ("locality", "pspc-flex"):
+        values = 2.0 * D if machine == "pspc-flex" else 2.0
+        return n * (3.0 * D + H * W * (2.0 * D + 14 + values))
+    if machine == "pspc":
+        nw = (H - k + 1) * (W - k + 1)
+        return n * (3.0 * D + 2.0 * (H - k + 1) * W * k + nw * (14 + 2.0 * C * k * k))
     h = k // 2
     box = 3 if k >= 7 else k - 1
     total = 0.0

@@ -11,11 +11,11 @@ from .common import flag, out_console, parse_int_list, progress
 
 
 def bench(
-    machines: str = typer.Option("els-zeros,els-circular,ls,ideal", help="Comma list of els-zeros, els-circular, ls, ideal."),
+    machines: str = typer.Option("els-zeros,els-circular,ls,ideal", help="Comma list of els-zeros, els-circular, ls, ideal, nearest, wiener, stationary, locality, pspc, pspc-flex."),
     n: str = typer.Option("500,5000", help="Training-set sizes (bundled MNIST; repeated beyond 5,000)."),
     batch: str = typer.Option("1,16", help="Batch sizes."),
     steps: int = typer.Option(20, help="Steps of the paper's MNIST ResNet patch schedule."),
-    baseline: str = typer.Option("els-zeros:500:1", help="Configurations (machine:n:batch, comma list) also timed against the straightforward baseline; 'none' for none."),
+    baseline: str = typer.Option("els-zeros:500:1,locality:500:1", help="Configurations (machine:n:batch, comma list) also timed against a straightforward implementation (ELS and locality have one); 'none' for none."),
     skip: str = typer.Option("", help="Configurations (machine:n:batch, comma list) to leave out."),
     approx: str = typer.Option("", help="Approximate mode: also run ELS zeros, batch 1, for each N larger than K, with candidates from the K nearest images (comma list of K, e.g. 64,256; multiples of 64 fill the kernel blocks), against exact."),
     approx_radius: str = typer.Option("", help="Approximate mode: also run ELS zeros, batch 4, with candidates only within this many pixels of the query along each axis (comma list, e.g. 4,8), against exact."),

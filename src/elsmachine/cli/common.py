@@ -32,6 +32,7 @@ DOWNLOAD = typer.Option(False, "--download", metavar="", help="Fetch mnist, fash
 DEVICE = typer.Option("auto", help="auto, cpu, cuda, cuda:N.")
 STEPS = typer.Option(20, help="DDIM steps on the grid t_j = (n - j)/n.")
 MODEL = typer.Option(..., "--model", help="Checkpoint folder, model.safetensors, TorchScript file, or a bundled network (mnist5k-resnet).")
+NOISE_SCHEDULE = typer.Option(None, "--noise-schedule", help="Noise schedule of a TorchScript network or a bare diffusers UNet folder: cosine, linear, scaled_linear, squaredcos_cap_v2, a saved schedule or a scheduler config (others record their own).")
 NUM_CLASSES = typer.Option(None, "--num-classes", help="Classes of a class-conditional TorchScript network (own checkpoints record theirs).")
 PATCH_SCHEDULE = typer.Option(
     "mnist-resnet-zeros", "--patch-schedule", "--patch-sizes", "-k",
@@ -172,11 +173,12 @@ def load_data(dataset: str, root, limit, per_class, download: bool = False):
     return load_dataset(dataset, root=root, limit=limit, per_class=per_class, download=download)
 
 
-def load_conditional_network(model, dev, padding=None, num_classes=None):
+def load_conditional_network(model, dev, padding=None, num_classes=None, noise_schedule=None):
     """A network on ``dev`` that, when class-conditional, knows how many classes it has."""
     from ..networks import load_network
 
-    net = load_network(model, device=dev, padding=None if padding is None else padding.value, num_classes=num_classes)
+    net = load_network(model, device=dev, padding=None if padding is None else padding.value, num_classes=num_classes,
+                       noise_schedule=noise_schedule)
     if net.takes_labels and not net.num_classes:
         raise InputError(f"the model {model} is class-conditional but does not say how many classes it has: "
                          f"pass --num-classes")
@@ -184,14 +186,14 @@ def load_conditional_network(model, dev, padding=None, num_classes=None):
 
 
 def load_model_and_data(model: Path, dataset: str, root, limit, per_class, device: str, padding, num_classes=None,
-                        download: bool = False):
+                        download: bool = False, noise_schedule=None):
     """The network (on the resolved device), the training data, the padding the machines take
     (given, else the network's own) and the device. Warns where the network was trained on
     other data than the machines will see."""
     import warnings
 
     dev = resolve_device(device)
-    net = load_conditional_network(model, dev, padding, num_classes)
+    net = load_conditional_network(model, dev, padding, num_classes, noise_schedule)
     ds = load_data(dataset, root, limit, per_class, download)
     trained = net.meta.get("dataset")
     if isinstance(trained, dict) and trained.get("name") is not None:

@@ -18,6 +18,7 @@ from .common import (
     DOWNLOAD,
     LIMIT,
     MODEL,
+    NOISE_SCHEDULE,
     NUM_CLASSES,
     PER_CLASS,
     ROOT,
@@ -80,6 +81,7 @@ def calibrate(
     criterion: str = typer.Option("cosine", help="cosine (similarity of scores) or l2."),
     device: str = DEVICE,
     num_classes: Optional[int] = NUM_CLASSES,
+    noise_schedule: Optional[str] = NOISE_SCHEDULE,
     out: Path = typer.Option(Path("patch_schedule.json"), "--out", "-o", help="The patch schedule file to write."),
 ):
     """Calibrate the patch size per step against a trained network; writes a patch schedule JSON."""
@@ -91,7 +93,8 @@ def calibrate(
     seed_list = seed_range(seed, seeds)
     sizes_tried = parse_sizes(sizes)
     check_writable(out)
-    net, ds, pad, dev = load_model_and_data(model, dataset, root, limit, per_class, device, padding, num_classes, download)
+    net, ds, pad, dev = load_model_and_data(model, dataset, root, limit, per_class, device, padding, num_classes, download,
+                                            noise_schedule)
     classes = run_classes(net, ds)
     m = build_machine(machine.value, ds, conditional=bool(classes), padding=pad, schedule=net.schedule)
     labels = labels_for_seeds(seed_list, "cycle" if classes else "none", classes or [])
@@ -129,6 +132,7 @@ def compare(
     steps: int = STEPS,
     device: str = DEVICE,
     num_classes: Optional[int] = NUM_CLASSES,
+    noise_schedule: Optional[str] = NOISE_SCHEDULE,
     threshold: float = THRESHOLD,
     temperature: float = TEMPERATURE,
     sensitivity: Optional[Path] = typer.Option(None, help="pspc-flex: the network's sensitivity file (default: measured here, once, and kept in the output folder)."),
@@ -149,7 +153,8 @@ def compare(
             raise InputError(f"unknown machine {n!r} in --machines; choose from all, {', '.join(MACHINES)}")
     if not names:
         raise InputError("--machines is empty")
-    net, ds, pad, dev = load_model_and_data(model, dataset, root, limit, per_class, device, padding, num_classes, download)
+    net, ds, pad, dev = load_model_and_data(model, dataset, root, limit, per_class, device, padding, num_classes, download,
+                                            noise_schedule)
     if patch_schedule is None and any(MACHINES[n].has_patch_size for n in names):
         beside = patch_schedule_beside(model)
         if beside is None:
@@ -187,6 +192,7 @@ def sensitivity(
     rows: int = typer.Option(128, help="Jacobian rows per backward batch (memory against speed)."),
     device: str = DEVICE,
     num_classes: Optional[int] = NUM_CLASSES,
+    noise_schedule: Optional[str] = NOISE_SCHEDULE,
     out: Path = typer.Option(Path("sensitivity.safetensors"), "--out", "-o", help="The sensitivity file to write."),
 ):
     """Measure a network's sensitivity to its input per output pixel and step: the windows of pspc-flex."""
@@ -198,7 +204,8 @@ def sensitivity(
     except ValueError:
         raise InputError(f"--share must be a number or a comma list of numbers, got {share!r}") from None
     check_writable(out)
-    net, ds, _, dev = load_model_and_data(model, dataset, root, limit, per_class, device, None, num_classes, download)
+    net, ds, _, dev = load_model_and_data(model, dataset, root, limit, per_class, device, None, num_classes, download,
+                                          noise_schedule)
     t0 = time.perf_counter()
     with progress() as prog:
         task = prog.add_task("measuring the network's sensitivity", total=steps)

@@ -16,6 +16,7 @@ from .common import (
     DEVICE,
     DOWNLOAD,
     LIMIT,
+    NOISE_SCHEDULE,
     NUM_CLASSES,
     PATCH_SCHEDULE,
     PER_CLASS,
@@ -82,6 +83,7 @@ def sample(
     out: Path = typer.Option(Path("samples.png"), "--out", "-o", help="Image grid (.png, or .jpg, .webp, ...); the raw outputs go beside it as .npz."),
     model: Optional[Path] = typer.Option(None, "--model", help="Sample a trained network instead of a machine."),
     num_classes: Optional[int] = NUM_CLASSES,
+    noise_schedule: Optional[str] = NOISE_SCHEDULE,
     trace: bool = flag("--trace", help="Save the patch-mosaic trace with the samples (for els mosaic)."),
     show_novelty: bool = flag("--novelty", help="Print how new each sample is (nearest training image, sources, verdict)."),
     max_shift: int = typer.Option(2, help="With --novelty: also match training images shifted by up to this many pixels."),
@@ -97,7 +99,6 @@ def sample(
     """
     from ..experiments.compare import describe
     from ..machines import Traced
-    from ..noise import ddim_grid
     from ..output.files import check_writable, save_samples
     from ..output.images import image_format, image_grid, save_image
     from ..sampling import ddim_sample
@@ -106,6 +107,8 @@ def sample(
     dev = resolve_device(device)
     if max_shift < 0:
         raise InputError(f"--max-shift must be >= 0, got {max_shift}")
+    if model is None and noise_schedule is not None:
+        raise InputError("--noise-schedule describes a --model; machines sample on the paper's cosine here")
     if model is not None and trace:
         raise InputError("--trace needs a machine: a network has no candidates to trace")
     seed_list = parse_int_list(seeds, "--seeds") if seeds else seed_range(seed, num, "--num")
@@ -115,7 +118,7 @@ def sample(
     check_writable(npz)
     ds = load_data(dataset, root, limit, per_class, download)
     if model is not None:
-        m = load_conditional_network(model, dev, num_classes=num_classes)
+        m = load_conditional_network(model, dev, num_classes=num_classes, noise_schedule=noise_schedule)
         classes = list(range(m.num_classes)) if m.takes_labels else []
         if not m.takes_labels and cls not in ("cycle", "none"):
             raise InputError(f"--class {cls}: the network {model} is not class-conditional")
@@ -133,7 +136,7 @@ def sample(
                          f"per pixel)")
     want_trace = (trace or show_novelty) and model is None and m.traceable
     denoiser = Traced(m) if want_trace else m
-    used = patch_sizes_used(m, ddim_grid(steps))
+    used = patch_sizes_used(m, m.schedule.grid(steps))
     t0 = time.perf_counter()
     with progress() as prog:
         task = prog.add_task(f"{'network' if model else machine.value} sampling", total=steps)

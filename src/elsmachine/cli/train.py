@@ -50,6 +50,7 @@ def train(
     seed: int = typer.Option(0, help="Seed of the initial weights, the data order and the noise."),
     grad_clip: float = typer.Option(1.0, help="Gradient-norm clip (0: off)."),
     checkpoint_every: int = typer.Option(0, help="Steps between checkpoints (0: every epoch)."),
+    noise_schedule: str = typer.Option("cosine", "--noise-schedule", help="The noise schedule to train on: cosine (the paper's), linear, scaled_linear, squaredcos_cap_v2, or a saved schedule."),
     ema: float = typer.Option(0.0, help="Decay of a moving average of the weights, which the checkpoint then holds (e.g. 0.999; 0: none)."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from the weights of this checkpoint (same architecture)."),
     device: str = DEVICE,
@@ -63,6 +64,7 @@ def train(
     from ..networks.architectures import NetConfig
     from ..networks.training import TrainConfig
     from ..networks.training import train as run_training
+    from ..noise import noise_schedule as as_schedule
     from ..output.files import check_writable
 
     dev = resolve_device(device)
@@ -72,6 +74,7 @@ def train(
     if H != W:
         raise InputError(f"networks are built for square images; {ds.name} has {H}x{W}")
     ws = tuple(parse_int_list(widths, "--widths"))
+    schedule = as_schedule(noise_schedule)
     ncls = (max(ds.classes) + 1) if cond and ds.classes else 0
     if cond and not ncls:
         raise InputError(f"--cond needs labels; dataset {ds.name} has none")
@@ -88,5 +91,6 @@ def train(
 
         t0 = time.perf_counter()
         folder = run_training(net_cfg, cfg, ds, out, device=dev, resume=resume, on_step=on_step, init_from=init_from,
+                              schedule=schedule,
                               autocast=torch.bfloat16 if dev.type == "cuda" else None)
     print(f"wrote {folder}/model.safetensors and config.json ({time.perf_counter() - t0:.0f} s on {dev})")

@@ -31,7 +31,6 @@ import torch
 from .. import checks
 from ..contract import denoiser_name, takes_patch_size
 from ..errors import InputError
-from ..noise import ddim_grid
 from ..output.files import atomic_write
 from ..patch_schedule import PatchSchedule
 from ..sampling import ddim_sample
@@ -130,7 +129,7 @@ def calibrate(
         best = torch.cat([bs for bs, _ in per_seed], dim=1)
         sim = torch.cat([sm for _, sm in per_seed], dim=2)
     chosen = [int(statistics.median_low(best[i].tolist())) for i in range(steps)]
-    ts = tuple(float(t) for t in ddim_grid(steps)[:-1])
+    ts = tuple(float(t) for t in network.schedule.grid(steps)[:-1])
     at_edge = [t for t, k in zip(ts, chosen) if k == max(sizes)]
     if at_edge and len(sizes) > 1:
         warnings.warn(f"calibration chose the largest size tried ({max(sizes)}) at t = "

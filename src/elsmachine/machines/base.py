@@ -20,7 +20,7 @@ import torch
 
 from .. import checks
 from ..errors import InputError
-from ..noise import CosineSchedule
+from ..noise import CosineSchedule, NoiseSchedule
 from ..patch_schedule import PatchSchedule
 
 __all__ = ["ScoreMachine", "PatchSized", "Trace", "DEFAULT_MEMORY_BUDGET", "BACKENDS"]
@@ -83,14 +83,15 @@ class ScoreMachine:
     traceable = True  # has a candidate with the largest weight per pixel to name
     padding: str | None = None
 
-    def __init__(self, images, *, labels=None, schedule: CosineSchedule | None = None,
+    def __init__(self, images, *, labels=None, schedule: NoiseSchedule | None = None,
                  memory_budget: int = DEFAULT_MEMORY_BUDGET, backend: str = "auto") -> None:
         self.images = checks.images_tensor(images)
         n = self.images.shape[0]
         self.labels = None if labels is None else checks.labels_tensor(labels, n, "training labels").cpu()
         self.schedule = schedule if schedule is not None else CosineSchedule()
-        if not isinstance(self.schedule, CosineSchedule):
-            raise InputError(f"schedule must be a CosineSchedule, got {type(self.schedule).__name__}")
+        if not isinstance(self.schedule, NoiseSchedule):
+            raise InputError(f"schedule must be a noise schedule (CosineSchedule, DiscreteSchedule), got "
+                             f"{type(self.schedule).__name__}")
         self.memory_budget = checks.memory_budget(memory_budget)
         if backend not in BACKENDS:
             raise InputError(f"unknown engine backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..engines.softmax import SoftmaxState
 from ..errors import InputError
-from ..noise import CosineSchedule
+from ..noise import NoiseSchedule
 from ..patch_schedule import as_patch_schedule
 from .base import DEFAULT_MEMORY_BUDGET, PatchSized, ScoreMachine
 from .masked import masked_posterior
@@ -45,10 +45,10 @@ class PatchCompositeMachine(PatchSized, ScoreMachine):
     name = "pspc"
     traceable = False
 
-    def __init__(self, images, patch_size=None, labels=None, *, schedule: CosineSchedule | None = None,
+    def __init__(self, images, patch_size=None, labels=None, *, schedule: NoiseSchedule | None = None,
                  memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
         super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget)
-        self.patch_size = as_patch_schedule(patch_size)
+        self.patch_size = as_patch_schedule(patch_size, schedule=self.schedule)
 
     def _checked_size(self, k: int) -> int:
         H, W = self.image_shape[1:]
@@ -88,7 +88,7 @@ class FlexCompositeMachine(ScoreMachine):
     name = "pspc-flex"
     traceable = False
 
-    def __init__(self, images, sensitivity, labels=None, *, schedule: CosineSchedule | None = None,
+    def __init__(self, images, sensitivity, labels=None, *, schedule: NoiseSchedule | None = None,
                  memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
         from ..networks.sensitivity import Sensitivity
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import InputError
-from ..noise import CosineSchedule
+from ..noise import NoiseSchedule
 from .base import DEFAULT_MEMORY_BUDGET, ScoreMachine
 
 __all__ = ["WienerMachine", "StationaryMachine", "GaussianMachine"]
@@ -36,7 +36,7 @@ class GaussianMachine(ScoreMachine):
 
     traceable = False
 
-    def __init__(self, images, labels=None, *, schedule: CosineSchedule | None = None,
+    def __init__(self, images, labels=None, *, schedule: NoiseSchedule | None = None,
                  memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
         super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget)
         self._stats: dict = {}

@@ -26,7 +26,7 @@ from .. import checks
 from ..engines import attend
 from ..engines import displacement as disp
 from ..errors import InputError
-from ..noise import CosineSchedule
+from ..noise import NoiseSchedule
 from ..patch_schedule import PatchSchedule, as_patch_schedule
 from .base import DEFAULT_MEMORY_BUDGET, PatchSized, ScoreMachine, Trace
 from .candidates import gather_patches, pixel_classes, rectangles
@@ -51,10 +51,10 @@ class PatchMachine(PatchSized, ScoreMachine):
     """
 
     def __init__(self, images, patch_size=None, padding: str = "zeros", *, labels=None,
-                 schedule: CosineSchedule | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                 schedule: NoiseSchedule | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
                  backend: str = "auto", approx_images: int | None = None, approx_radius: int | None = None) -> None:
         super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget, backend=backend)
-        self.patch_size = as_patch_schedule(patch_size)
+        self.patch_size = as_patch_schedule(patch_size, schedule=self.schedule)
         self.padding = checks.padding(padding)
         if approx_images is not None:
             approx_images = checks.positive_int(approx_images, "approx_images")

@@ -22,7 +22,7 @@ from collections import OrderedDict
 import torch
 
 from ..errors import InputError
-from ..noise import CosineSchedule
+from ..noise import NoiseSchedule
 from .base import DEFAULT_MEMORY_BUDGET, ScoreMachine, Trace
 from .gaussian import WienerMachine
 from .masked import masked_posterior
@@ -36,7 +36,7 @@ class LocalityMachine(ScoreMachine):
     name = "locality"
 
     def __init__(self, images, threshold: float = 0.02, temperature: float = 1.0, labels=None, *,
-                 schedule: CosineSchedule | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
+                 schedule: NoiseSchedule | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
         super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
             raise InputError(f"threshold must be a number in [0, 1], got {threshold!r}")

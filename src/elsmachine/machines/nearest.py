@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..noise import CosineSchedule
+from ..noise import NoiseSchedule
 from .base import DEFAULT_MEMORY_BUDGET, ScoreMachine, Trace
 
 __all__ = ["NearestMachine"]
@@ -23,7 +23,7 @@ class NearestMachine(ScoreMachine):
 
     name = "nearest"
 
-    def __init__(self, images, labels=None, *, schedule: CosineSchedule | None = None,
+    def __init__(self, images, labels=None, *, schedule: NoiseSchedule | None = None,
                  memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
         super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget)
 

@@ -8,7 +8,7 @@ does not have it is refused by name, never dropped.
 from __future__ import annotations
 
 from ..errors import InputError
-from ..noise import CosineSchedule
+from ..noise import NoiseSchedule
 from .base import DEFAULT_MEMORY_BUDGET, ScoreMachine
 from .composite import FlexCompositeMachine, PatchCompositeMachine
 from .gaussian import StationaryMachine, WienerMachine
@@ -47,7 +47,7 @@ def make_machine(
     images,
     *,
     labels=None,
-    schedule: CosineSchedule | None = None,
+    schedule: NoiseSchedule | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     padding: str | None = None,
     patch_size=None,

@@ -1,8 +1,9 @@
 """A trained network behind the one denoiser contract (docs/theory.md, "The denoiser contract").
 
-A network that predicts the noise eps of x_t = a x_0 + s eps answers
+A network predicting the noise eps of x_t = a x_0 + s eps (``prediction="epsilon"``), the clean
+sample (``"sample"``) or v = a eps - s x_0 (``"v_prediction"``) answers
 
-    denoise(x, t, labels) -> x0_hat = (x_t - s eps_hat) / a,
+    denoise(x, t, labels) -> x0_hat = (x_t - s eps_hat) / a,  = the sample,  = a x_t - s v_hat,
 
 so samplers, calibration and metrics treat it exactly like a score machine. Dtype and device
 follow the input: the network runs in x's dtype on x's device (its weights are moved there
@@ -11,29 +12,40 @@ when they differ), so float64 input is computed in float64 throughout.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from .. import checks
 from ..errors import InputError, RunError
-from ..noise import CosineSchedule
+from ..noise import CosineSchedule, NoiseSchedule
 
 __all__ = ["NetworkDenoiser"]
 
 
+PREDICTIONS = ("epsilon", "sample", "v_prediction")
+
+
 class NetworkDenoiser:
-    """Adapter: a noise-predicting network as ``denoise(x, t, labels=None) -> x0_hat``.
+    """Adapter: a network as ``denoise(x, t, labels=None) -> x0_hat``.
 
     Args:
-        net: module called as net(x, t) or net(x, t, labels), returning eps_hat.
+        net: module called as net(x, t) or net(x, t, labels) with t in [0, 1], returning its
+            prediction of the noise, the sample or v (``prediction``).
         takes_labels: whether to pass labels (class-conditional networks).
         schedule: noise schedule the network was trained on.
         padding: the network's padding ("zeros" / "circular"), used to pick the matching ELS.
         num_classes: classes of a conditional network (0: unknown or unconditional).
+        prediction: "epsilon", "sample" or "v_prediction".
         meta: provenance (config, path), carried into results.
     """
 
-    def __init__(self, net, *, takes_labels: bool = False, schedule: CosineSchedule | None = None,
-                 padding: str | None = None, num_classes: int = 0, meta: dict | None = None) -> None:
+    def __init__(self, net, *, takes_labels: bool = False, schedule: NoiseSchedule | None = None,
+                 padding: str | None = None, num_classes: int = 0, prediction: str = "epsilon",
+                 meta: dict | None = None) -> None:
+        if prediction not in PREDICTIONS:
+            raise InputError(f"unknown prediction type {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
+        self.prediction = prediction
         self.net = net
         self.takes_labels = takes_labels
         self.schedule = schedule or CosineSchedule()
@@ -45,12 +57,18 @@ class NetworkDenoiser:
         """Move the weights to x's dtype and device where they differ (float32 <-> float64 is exact)."""
         for p in self.net.parameters():
             if p.dtype != x.dtype or p.device != x.device:
-                self.net.to(device=x.device, dtype=x.dtype)
+                quiet = logging.getLogger("diffusers")  # it warns on every cast it did not make itself
+                level = quiet.level
+                quiet.setLevel(logging.ERROR)
+                try:
+                    self.net.to(device=x.device, dtype=x.dtype)
+                finally:
+                    quiet.setLevel(level)
             return
 
-    def eps(self, x: torch.Tensor, t, labels=None) -> torch.Tensor:
-        """The network's predicted noise for x [B, C, H, W] at t (float or [B]). Gradients flow
-        only where x requires them (as for a sensitivity); otherwise nothing is recorded."""
+    def output(self, x: torch.Tensor, t, labels=None) -> torch.Tensor:
+        """The network's own output for x [B, C, H, W] at t (float or [B]). Gradients flow only
+        where x requires them (as for a sensitivity); otherwise nothing is recorded."""
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
             raise InputError(f"x must be a floating [B, C, H, W] tensor, got {getattr(x, 'shape', type(x).__name__)}")
         B = x.shape[0]
@@ -87,15 +105,28 @@ class NetworkDenoiser:
         return out.to(x.dtype)
 
     def denoise(self, x: torch.Tensor, t, labels=None) -> torch.Tensor:
-        """x0_hat = (x_t - s eps_hat) / a, same dtype and device as x."""
-        eps = self.eps(x, t, labels)
-        a, s = self.schedule.coefficients(checks.times(t, x.shape[0]), x)
-        return (x - s.view(-1, 1, 1, 1) * eps) / a.view(-1, 1, 1, 1)
+        """x0_hat, same dtype and device as x, from the network's prediction."""
+        out = self.output(x, t, labels)
+        if self.prediction == "sample":
+            return out
+        a, s = (v.view(-1, 1, 1, 1) for v in self.schedule.coefficients(checks.times(t, x.shape[0]), x))
+        if self.prediction == "epsilon":
+            return (x - s * out) / a
+        return a * x - s * out  # v = a eps - s x_0
+
+    def eps(self, x: torch.Tensor, t, labels=None) -> torch.Tensor:
+        """The predicted noise eps_hat = (x_t - a x0_hat) / s (the network's own output when it
+        predicts the noise)."""
+        if self.prediction == "epsilon":
+            return self.output(x, t, labels)
+        a, s = (v.view(-1, 1, 1, 1) for v in self.schedule.coefficients(checks.times(t, x.shape[0]), x))
+        return (x - a * self.denoise(x, t, labels)) / s
 
     def describe(self) -> dict:
         """The settings that decide this network's output (for results files)."""
-        keep = {k: self.meta[k] for k in ("network", "weights_sha256", "torchscript") if k in self.meta}
-        return {**keep, "conditional": self.takes_labels, "schedule": self.schedule.to_dict()}
+        keep = {k: self.meta[k] for k in ("network", "weights_sha256", "torchscript", "diffusers") if k in self.meta}
+        return {**keep, "conditional": self.takes_labels, "prediction": self.prediction,
+                "schedule": self.schedule.to_dict()}
 
     def __repr__(self) -> str:
         return f"NetworkDenoiser({self.meta.get('source', type(self.net).__name__)})"

@@ -56,18 +56,37 @@ def patch_schedule_beside(model) -> Path | None:
     return None
 
 
-def load_network(path, *, device="cpu", padding: str | None = None, num_classes: int | None = None) -> NetworkDenoiser:
-    """Load a project checkpoint (folder or model.safetensors), a TorchScript file, or a
-    bundled network by name (see :data:`BUNDLED_MODELS`).
+def _is_diffusers(path: Path) -> bool:
+    if (path / "unet" / "config.json").exists() or (path / "model_index.json").exists():
+        return True
+    try:
+        return json.loads((path / "config.json").read_text()).get("_class_name") == "UNet2DModel"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_network(path, *, device="cpu", padding: str | None = None, num_classes: int | None = None,
+                 noise_schedule=None) -> NetworkDenoiser:
+    """Load a project checkpoint (folder or model.safetensors), a TorchScript file, a folder
+    written by diffusers' ``save_pretrained`` (a pipeline, or a bare UNet with its
+    ``noise_schedule``), or a bundled network by name (see :data:`BUNDLED_MODELS`).
 
     ``padding`` states a TorchScript network's padding (project checkpoints record their own);
-    ``num_classes`` a class-conditional TorchScript network's number of classes.
+    ``num_classes`` a class-conditional TorchScript network's number of classes;
+    ``noise_schedule`` the schedule of a TorchScript network or a bare diffusers UNet (a name,
+    a file, or a schedule; project checkpoints and pipelines record their own).
     """
     from safetensors.torch import load_file
+
+    from ..noise import noise_schedule as as_schedule
 
     path = _resolve(path)
     if not path.exists():
         raise InputError(f"model {path} does not exist")
+    if path.is_dir() and _is_diffusers(path):
+        from .diffusers import load_diffusers
+
+        return load_diffusers(path, noise_schedule_spec=noise_schedule, device=device)
     if path.is_dir() or path.suffix == ".safetensors":
         weights = path / "model.safetensors" if path.is_dir() else path
         cfg_path = weights.with_name("config.json")
@@ -88,6 +107,8 @@ def load_network(path, *, device="cpu", padding: str | None = None, num_classes:
         except Exception as e:  # noqa: BLE001 - corrupt or mismatched weights
             raise InputError(f"cannot load weights {weights}: {e}") from None
         net.to(device).eval()
+        if noise_schedule is not None:
+            raise InputError(f"{path} records its own noise schedule; leave out --noise-schedule")
         return NetworkDenoiser(net, takes_labels=cfg.num_classes > 0, schedule=schedule_from_dict(meta.get("schedule", {})),
                                padding=cfg.padding, num_classes=cfg.num_classes,
                                meta={"source": str(path), "weights_sha256": file_digest(weights), **meta})
@@ -105,4 +126,5 @@ def load_network(path, *, device="cpu", padding: str | None = None, num_classes:
         raise InputError(f"TorchScript forward must take (x, t) or (x, t, labels); {path} takes {n_args} arguments")
     net.eval()
     return NetworkDenoiser(net, takes_labels=n_args == 3, padding=padding, num_classes=num_classes or 0,
+                           schedule=None if noise_schedule is None else as_schedule(noise_schedule),
                            meta={"source": str(path), "torchscript": True, "weights_sha256": file_digest(path)})

@@ -24,7 +24,6 @@ from typing import Callable
 import torch
 
 from ..errors import InputError
-from ..noise import ddim_grid
 
 __all__ = ["Sensitivity", "measure_sensitivity"]
 
@@ -130,12 +129,12 @@ class Sensitivity:
 def measure_sensitivity(network, images: torch.Tensor, labels=None, *, steps: int = 20, inputs: int = 4,
                         share=0.9, seed: int = 0, rows: int = 128, meta: dict | None = None,
                         on_step: Callable[[dict], None] | None = None) -> Sensitivity:
-    """Measure ``network``'s sensitivity on the default grid of ``steps`` steps (see the module
+    """Measure ``network``'s sensitivity on its schedule's grid of ``steps`` steps (see the module
     docstring), averaging ``inputs`` noisy training images per step; ``rows`` Jacobian rows per
     backward batch; ``share`` one number or one per step."""
     if isinstance(inputs, bool) or not isinstance(inputs, int) or inputs < 1:
         raise InputError(f"inputs must be a positive integer, got {inputs!r}")
-    grid = ddim_grid(steps)
+    grid = network.schedule.grid(steps)
     shares = [float(share)] * steps if isinstance(share, (int, float)) else [float(r) for r in share]
     if len(shares) != steps:
         raise InputError(f"give one share or one per step ({steps}), got {len(shares)}")

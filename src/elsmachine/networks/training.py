@@ -28,7 +28,7 @@ import torch
 
 from ..datasets import Dataset
 from ..errors import InputError
-from ..noise import CosineSchedule
+from ..noise import CosineSchedule, NoiseSchedule
 from ..output.files import atomic_write, write_json
 from .architectures import NetConfig, build_network
 from .checkpoints import FORMAT_VERSION
@@ -145,7 +145,7 @@ def train(
     *,
     device="cpu",
     resume: bool = False,
-    schedule: CosineSchedule | None = None,
+    schedule: NoiseSchedule | None = None,
     autocast: torch.dtype | None = None,
     init_from=None,
     on_step: Callable[[dict], None] | None = None,

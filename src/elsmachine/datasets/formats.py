@@ -1,16 +1,11 @@
-"""Training sets as float32 [N, C, H, W] in [-1, 1] (docs/theory.md, "Data").
+"""Training sets in their standard file formats (docs/theory.md, "Data").
 
-``load_dataset("mnist5k")`` is the bundled set of 5,000 MNIST digits (500 per class), padded
-from 28x28 to 32x32 with background -1 as in the paper, which keeps every pixel exact.
-``load_dataset(path)`` reads an ``.npz`` with ``images`` (uint8 [N, H, W] or [N, H, W, C], or
-float in [-1, 1] [N, C, H, W]) and optional ``labels``.
-
-The standard sets are read from their own file formats under a root folder: ``mnist`` and
-``fashion-mnist`` (IDX files, gzipped or not; padded to 32x32 by default, or resized
-bilinearly as the paper's code did), ``cifar10`` (the python batches), and any folder of
-images (``celeba`` is one): centre-cropped to a square and resized to 32x32, labelled by
-sub-folder when the images sit in class sub-folders. ``download=True`` fetches the
-canonical files of mnist, fashion-mnist and cifar10 and checks their MD5 sums.
+``mnist`` and ``fashion-mnist`` (IDX files, gzipped or not; padded to 32x32 by default, or resized
+bilinearly as the paper's code did), ``cifar10`` (the python batches), any folder of images
+(``celeba`` is one: centre-cropped to a square and resized; labelled by sub-folder when the images
+sit in class sub-folders), and ``.npz`` files with ``images`` and optional ``labels``.
+``download`` fetches the canonical files of mnist, fashion-mnist and cifar10 and checks their MD5
+sums.
 """
 
 from __future__ import annotations
@@ -21,16 +16,13 @@ import os
 import pickle
 import tarfile
 import urllib.request
-from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import InputError
-
-__all__ = ["Dataset", "load_dataset", "reload_dataset", "BUNDLED", "KNOWN", "default_root"]
+from ..errors import InputError
+from .dataset import Dataset
 
 BUNDLED = ("mnist5k",)
 KNOWN = ("mnist", "fashion-mnist", "cifar10", "celeba")
@@ -63,65 +55,6 @@ def default_root(name: str) -> Path:
     if base:
         return Path(base) / name
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "elsmachine" / "data" / name
-
-
-@dataclass
-class Dataset:
-    """images: float32 [N, C, H, W] in [-1, 1]; labels: int64 [N] or None; name: where it came
-    from; selection: the arguments of :func:`load_dataset` that made it (to load it again)."""
-
-    images: torch.Tensor
-    labels: torch.Tensor | None
-    name: str
-    selection: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    @property
-    def classes(self) -> list[int]:
-        return [] if self.labels is None else sorted(torch.unique(self.labels).tolist())
-
-    def fingerprint(self) -> str:
-        """A hash of the images (as float32) and labels: two sets with the same fingerprint are
-        the same training set, in the same order."""
-        h = hashlib.sha256(self.images.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-        if self.labels is not None:
-            h.update(self.labels.to(torch.int64).contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
-
-    def describe(self) -> dict:
-        """What results record of their training data: how it was selected, its size, classes and
-        fingerprint."""
-        return {**self.selection, "name": self.name, "n": len(self), "classes": self.classes,
-                "sha256": self.fingerprint()}
-
-    def subset(self, *, limit: int | None = None, per_class: int | None = None) -> "Dataset":
-        """``per_class``: the first N images of every class. ``limit``: N images; for a labelled
-        set taken in turn from each class in file order (the first image of every class, then
-        the second, ...), so the classes stay balanced even where the file is sorted by class."""
-        idx = torch.arange(len(self))
-        if per_class is not None:
-            if self.labels is None:
-                raise InputError(f"dataset {self.name} has no labels, so per_class cannot be used")
-            if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-                raise InputError(f"per_class must be a positive integer, got {per_class!r}")
-            keep = [torch.nonzero(self.labels == c).flatten()[:per_class] for c in self.classes]
-            idx = torch.sort(torch.cat(keep)).values
-        if limit is not None:
-            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-                raise InputError(f"limit must be a positive integer, got {limit!r}")
-            if self.labels is not None:
-                classes, cls = torch.unique(self.labels[idx], return_inverse=True)
-                rank = torch.empty_like(idx)  # the position of each image within its class
-                for c in range(classes.numel()):
-                    where = torch.nonzero(cls == c).flatten()
-                    rank[where] = torch.arange(where.numel())
-                order = torch.argsort(rank * classes.numel() + cls, stable=True)
-                idx = torch.sort(idx[order[:limit]]).values
-            else:
-                idx = idx[:limit]
-        return Dataset(self.images[idx], None if self.labels is None else self.labels[idx], self.name, self.selection)
 
 
 def pad_to(images: torch.Tensor, size: int, value: float = -1.0) -> torch.Tensor:
@@ -314,81 +247,3 @@ def _image_folder(root: Path, size: int, name: str) -> Dataset:
         index = {t: i for i, t in enumerate(tops)}
         labels = torch.tensor([index[p.relative_to(root).parts[0]] for p in files], dtype=torch.int64)
     return Dataset(from_uint8(out, name), labels, name)
-
-
-def load_dataset(
-    name_or_path,
-    *,
-    root=None,
-    train: bool = True,
-    download: bool = False,
-    limit: int | None = None,
-    per_class: int | None = None,
-    keep_labels: bool = True,
-    resize: str = "pad",
-    image_size: int = 32,
-) -> Dataset:
-    """Load a training set.
-
-    Args:
-        name_or_path: ``mnist5k`` (bundled), ``mnist``, ``fashion-mnist``, ``cifar10``,
-            ``celeba`` (an image folder given by ``root``), a folder of images, or an ``.npz``.
-        root: folder with the set's standard files (default: ``default_root(name)``).
-        train: the training split (else the test split) of mnist, fashion-mnist, cifar10.
-        download: fetch the canonical files (MD5-checked) when they are missing.
-        limit: keep N images (class-balanced for a labelled set, see :meth:`Dataset.subset`);
-            per_class: the first N images of each class.
-        keep_labels: False drops the labels (an unconditional set).
-        resize: MNIST-like sets to 32x32 by "pad" (exact pixels) or "bilinear" (paper's code).
-        image_size: side of image-folder images after centre crop and resize.
-    """
-    name = str(name_or_path)
-    if name == "mnist5k":
-        src = resources.files("elsmachine") / "data" / "mnist5k.npz"
-        with resources.as_file(src) as p:
-            x, y = _read_npz(Path(p), "bundled mnist5k")
-        ds = Dataset(pad_to(x, 32), y, "mnist5k")
-    elif name in KNOWN:
-        r = Path(root) if root is not None else default_root(name)
-        if name == "celeba":
-            if root is None and not r.exists():
-                raise InputError("celeba is read from a folder of images: pass root=<folder> (e.g. img_align_celeba)")
-            ds = _image_folder(r, image_size, "celeba")
-        else:
-            if download:
-                _download(name, r)
-            ds = _cifar10(r, train) if name == "cifar10" else _mnist_like(name, r, train, resize)
-    else:
-        path = Path(name)
-        if path.is_dir():
-            ds = _image_folder(path, image_size, path.name)
-        elif path.suffix == ".npz" and path.exists():
-            x, y = _read_npz(path, f"dataset file {path}")
-            ds = Dataset(x, y, path.name)
-        elif path.exists():
-            raise InputError(f"dataset file {path} is not an .npz file or a folder of images")
-        else:
-            raise InputError(
-                f"unknown dataset {name!r}: not a bundled set ({', '.join(BUNDLED)}), a known set "
-                f"({', '.join(KNOWN)}), a folder or an .npz file"
-            )
-    if not keep_labels:
-        ds = Dataset(ds.images, None, ds.name)
-    if limit is not None or per_class is not None:
-        ds = ds.subset(limit=limit, per_class=per_class)
-    ds.selection = {"dataset": name, "root": None if root is None else str(root), "train": train, "limit": limit,
-                    "per_class": per_class, "keep_labels": keep_labels, "resize": resize, "image_size": image_size}
-    return ds
-
-
-def reload_dataset(record: dict) -> Dataset:
-    """The training set a result recorded (``Dataset.describe()``), loaded again and checked
-    against its fingerprint."""
-    keys = ("root", "train", "limit", "per_class", "keep_labels", "resize", "image_size")
-    if "dataset" not in record or "sha256" not in record:
-        raise InputError("the result does not record how its training data was selected")
-    ds = load_dataset(record["dataset"], **{k: record[k] for k in keys if k in record})
-    if ds.fingerprint() != record["sha256"]:
-        raise InputError(f"the training data {record['dataset']} (root {record.get('root')}) has changed since the "
-                         f"result was made: fingerprint {ds.fingerprint()}, recorded {record['sha256']}")
-    return ds
