@@ -2,8 +2,8 @@
 
 import pytest
 import reference as ref
-from conftest import machine_options
 import torch
+from conftest import machine_options
 
 import elsmachine as em
 

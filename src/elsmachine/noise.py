@@ -122,7 +122,9 @@ class CosineSchedule(NoiseSchedule):
         return schedule_from_dict(d)
 
 
-_EXACT = 1e-9
+# A time within this many training timesteps of one is that timestep's own time (float32 times
+# near 1 are off by up to about 6e-5 timesteps of a 1000-step schedule).
+_SNAP = 1e-4
 
 
 class DiscreteSchedule(NoiseSchedule):
@@ -177,7 +179,7 @@ class DiscreteSchedule(NoiseSchedule):
     def _index(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         u = t.to(torch.float64) * self.T
         near = torch.round(u)
-        u = torch.where((u - near).abs() < _EXACT * self.T, near, u)  # a timestep's own time: its own abar
+        u = torch.where((u - near).abs() < _SNAP, near, u)  # a timestep's own time: its own abar
         i = u.floor().clamp(0, self.T - 1)
         return i.long(), (u - i).clamp(0, 1)
 
@@ -193,10 +195,22 @@ class DiscreteSchedule(NoiseSchedule):
             return ab.to(t.dtype) if t.is_floating_point() else ab
         return float(ab)
 
+    def t_of_sigma_ve(self, sigma):
+        """Exact inverse of the interpolation: the node interval holding abar = 1 / (1 + sigma^2),
+        and the point in it (a node's own time where abar is the node's)."""
+        s = torch.as_tensor(sigma, dtype=torch.float64)
+        lt = (1.0 / (1.0 + s * s)).log()
+        logn = self._nodes.clamp_min(1e-300).log()  # decreasing in t
+        j = torch.searchsorted(-logn, -lt.reshape(-1)).clamp(1, self.T).reshape(lt.shape)  # logn[j] <= lt
+        lo, hi = logn[j - 1], logn[j]
+        f = torch.where(hi == lo, torch.ones_like(lt), (lt - lo) / (hi - lo)).clamp(0, 1)
+        t = (j - 1 + f) / self.T
+        return float(t) if not isinstance(sigma, torch.Tensor) else t
+
     def timestep(self, t):
         """The training timestep of time t: k = t T - 1 (an integer on the grid's times)."""
         u = torch.as_tensor(t, dtype=torch.float64) * self.T - 1
-        return torch.where((u - u.round()).abs() < _EXACT * self.T, u.round(), u)
+        return torch.where((u - u.round()).abs() < _SNAP, u.round(), u)
 
     def time_of_timestep(self, k):
         """t = (k + 1) / T."""
@@ -258,10 +272,12 @@ def schedule_from_dict(d: dict) -> NoiseSchedule:
 
 def noise_schedule(spec) -> NoiseSchedule:
     """A noise schedule from a name ("cosine", or one of diffusers' beta schedules with 1000
-    timesteps: "linear", "scaled_linear", "squaredcos_cap_v2"), a saved schedule (.json), a
-    diffusers scheduler config (``scheduler_config.json`` or its folder), or a schedule itself."""
+    timesteps: "linear", "scaled_linear", "squaredcos_cap_v2"), a saved schedule (.json) or its
+    dict, a diffusers scheduler config (``scheduler_config.json`` or its folder), or a schedule."""
     if isinstance(spec, NoiseSchedule):
         return spec
+    if isinstance(spec, dict):
+        return schedule_from_dict(spec)
     s = str(spec)
     if s == "cosine":
         return CosineSchedule()
