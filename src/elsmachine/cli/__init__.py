@@ -69,6 +69,7 @@ app.command("compare")(experiments.compare)
 app.command("sensitivity")(experiments.sensitivity)
 app.command("mosaic")(mosaic.mosaic)
 app.command("novelty")(mosaic.novelty)
+app.command("explore")(mosaic.explore)
 app.command("bench")(bench.bench)
 
 

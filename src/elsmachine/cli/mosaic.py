@@ -195,3 +195,64 @@ def novelty(
     if out is not None:
         write_json(out, {"summary": summary, "per_seed": result, "seeds": seed_list, "labels": labels})
     print(f"({time.perf_counter() - t0:.0f} s)")
+
+
+def explore(
+    num: int = typer.Option(10, "--num", "-n", help="Samples to make and trace (0: none; with --samples: ignored)."),
+    seed: int = SEED,
+    cls: str = CLASS,
+    machine: MachineName = typer.Option(MachineName.els, "--machine", "-m", help="A machine that can be traced: ideal, ls, els, nearest or locality."),
+    padding: Padding = typer.Option(Padding.zeros, help="zeros: boundary-broken ELS; circular: periodic."),
+    patch_schedule: str = PATCH_SCHEDULE,
+    steps: int = STEPS,
+    dataset: Optional[str] = typer.Option(None, help="As for els sample (default mnist5k); with --samples, the data the samples record."),
+    root: Optional[Path] = ROOT,
+    limit: Optional[int] = LIMIT,
+    per_class: Optional[int] = PER_CLASS,
+    download: bool = DOWNLOAD,
+    samples: Optional[Path] = typer.Option(None, help="Show saved samples with their trace (els sample --trace, els mosaic's sample.npz)."),
+    compare: Optional[Path] = typer.Option(None, help="Also show a comparison folder (els compare): the network beside every machine, seed by seed."),
+    calibration: Optional[Path] = typer.Option(None, help="Also show a calibrated patch schedule (els calibrate): the size against t and each size's criterion."),
+    device: str = DEVICE,
+    out: Path = typer.Option(Path("explore.html"), "--out", "-o", help="The HTML file to write (self-contained: open it from disk)."),
+):
+    """Write one self-contained HTML page to explore where every pixel of a sample comes from,
+    step by step, with a comparison and a calibration beside it when given."""
+    from ..machines import SampleTrace, Traced
+    from ..output.explore import calibration_data, compare_data, explore_page
+    from ..output.files import check_writable, load_samples
+    from ..sampling import ddim_sample
+    from ..seeds import labels_for_seeds, seed_noise
+
+    check_writable(out)
+    if num < 0:
+        raise InputError(f"--num must be >= 0, got {num}")
+    cmp = compare_data(compare) if compare is not None else None
+    cal = calibration_data(calibration) if calibration is not None else None
+    trace = images = seeds = labels = train = None
+    title = "elsmachine: where every pixel comes from"
+    t0 = time.perf_counter()
+    if samples is not None:
+        d = load_samples(samples)
+        ds = _data_of(d, samples, dataset, root, limit, per_class, download)
+        trace = SampleTrace.from_arrays(d)
+        images, seeds, train = torch.from_numpy(d["images"]), d["seeds"].tolist(), ds.images
+        labels = None if (d["labels"] < 0).all() else d["labels"].tolist()
+        title = f"elsmachine: {d['meta'].get('machine', 'samples')} samples of {samples.name}"
+    elif num > 0:
+        dev = resolve_device(device)
+        ds = load_data(dataset or "mnist5k", root, limit, per_class, download)
+        seeds = seed_range(seed, num, "--num")
+        labels = labels_for_seeds(seeds, cls, ds.classes)
+        traced = Traced(build_machine(machine.value, ds, padding=padding.value,
+                                      patch_schedule=parse_patch_schedule(patch_schedule)))
+        noise = seed_noise(seeds, tuple(ds.images.shape[1:]), device=dev)
+        lab = None if labels is None else torch.tensor(labels, device=dev)
+        with progress() as prog:
+            task = prog.add_task(f"{machine.value} sampling with trace", total=steps)
+            images = ddim_sample(traced, noise, steps=steps, labels=lab, callback=lambda info: prog.advance(task))
+        trace, train = traced.sample_trace(), ds.images
+        title = f"elsmachine: {machine.value} ({padding.value}) on {ds.name}"
+    path = explore_page(out, trace=trace, images=images, seeds=seeds, labels=labels, train_images=train, title=title,
+                        compare=cmp, calibration=cal)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")

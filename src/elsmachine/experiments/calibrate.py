@@ -136,7 +136,8 @@ def calibrate(
                       f"{', '.join(f'{t:g}' for t in at_edge)}: the network may prefer larger windows there; "
                       f"try larger sizes", stacklevel=2)
     info = {"criterion": criterion, "sizes_tried": sizes, "seeds": seeds, "steps": steps,
-            "per_seed": best.tolist(), "schedule": network.schedule.to_dict(), **(meta or {})}
+            "per_seed": best.tolist(), "criterion_by_size": sim.median(dim=2).values.tolist(),
+            "schedule": network.schedule.to_dict(), **(meta or {})}
     return PatchSchedule(ts=ts, sizes=tuple(chosen), meta=info), best, sim
 
 
