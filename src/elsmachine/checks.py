@@ -16,8 +16,10 @@ from .errors import InputError
 PADDINGS = ("zeros", "circular")
 
 
-def images_tensor(images, what: str = "images") -> torch.Tensor:
-    """A floating [N, C, H, W] tensor with N >= 1 and only finite values."""
+def images_tensor(images, what: str = "images", *, uint8: bool = False) -> torch.Tensor:
+    """A floating [N, C, H, W] tensor with N >= 1 and only finite values (or, with ``uint8``, a
+    uint8 one: pixel values 0..255 standing for v / 127.5 - 1). A numpy array, memory-mapped
+    or not, is shared, not copied."""
     if not isinstance(images, torch.Tensor):
         try:
             images = torch.as_tensor(images)
@@ -25,11 +27,12 @@ def images_tensor(images, what: str = "images") -> torch.Tensor:
             raise InputError(f"{what} must be a tensor or array, got {type(images).__name__}") from e
     if images.dim() != 4:
         raise InputError(f"{what} must have shape [N, C, H, W], got shape {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise InputError(f"{what} must be floating point in [-1, 1], got dtype {images.dtype}")
+    if not images.is_floating_point() and not (uint8 and images.dtype == torch.uint8):
+        raise InputError(f"{what} must be floating point in [-1, 1]{' or uint8 in 0..255' if uint8 else ''}, "
+                         f"got dtype {images.dtype}")
     if images.shape[0] < 1 or min(images.shape[1:]) < 1:
         raise InputError(f"{what} is empty: shape {tuple(images.shape)}")
-    if not bool(torch.isfinite(images).all()):
+    if images.is_floating_point() and not bool(torch.isfinite(images).all()):
         raise InputError(f"{what} contains NaN or inf")
     return images
 

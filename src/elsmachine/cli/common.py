@@ -61,10 +61,39 @@ TEMPERATURE = typer.Option(1.0, help="locality: the softmax temperature.")
 SENSITIVITY = typer.Option(None, help="pspc-flex: the network sensitivity file (els sensitivity --model ...).")
 
 
+class Parallel(str, Enum):
+    bank = "bank"
+    seeds = "seeds"
+
+
+PARALLEL = typer.Option(Parallel.bank, help="Under torchrun: 'bank' shards the training images across the processes, which run every seed together; 'seeds' gives each process the whole bank and its share of the seeds. Nothing in one process.")
+
+
+def start_group(device: str):
+    """(group, device) of this run: under torchrun the process group is started, each process
+    takes its own GPU (cuda:LOCAL_RANK) when the device is CUDA without an index, and only rank 0
+    prints warnings and progress."""
+    import os
+    import warnings
+
+    from ..engines.distributed import join
+
+    dev = resolve_device(device)
+    group = join(dev)
+    if group.world > 1 and dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    if not group.main:
+        warnings.simplefilter("ignore")
+        console.quiet = True
+    return group, dev
+
+
 def build_machine(name: str, ds, *, conditional: bool = True, padding: str | None = None, patch_schedule=None,
                   schedule=None, memory_budget: int | None = None, threshold: float | None = None,
-                  temperature: float | None = None, sensitivity=None):
-    """Machine ``name`` on the data ``ds``, given the options it has (the others are left out)."""
+                  temperature: float | None = None, sensitivity=None, distributed: bool = False):
+    """Machine ``name`` on the data ``ds``, given the options it has (the others are left out);
+    ``distributed``: its bank sharded across the processes of this run."""
     from ..machines import DEFAULT_MEMORY_BUDGET, make_machine, options_of
 
     takes = options_of(name)
@@ -74,7 +103,7 @@ def build_machine(name: str, ds, *, conditional: bool = True, padding: str | Non
     if "sensitivity" in takes and sensitivity is None:
         raise InputError(f"the {name} machine needs --sensitivity FILE (made by els sensitivity --model ...)")
     return make_machine(name, ds.images, labels=ds.labels if conditional else None, schedule=schedule,
-                        memory_budget=memory_budget or DEFAULT_MEMORY_BUDGET, **kw)
+                        memory_budget=memory_budget or DEFAULT_MEMORY_BUDGET, distributed=distributed, **kw)
 
 
 class Padding(str, Enum):
@@ -185,14 +214,14 @@ def load_conditional_network(model, dev, padding=None, num_classes=None, noise_s
     return net
 
 
-def load_model_and_data(model: Path, dataset: str, root, limit, per_class, device: str, padding, num_classes=None,
+def load_model_and_data(model: Path, dataset: str, root, limit, per_class, device, padding, num_classes=None,
                         download: bool = False, noise_schedule=None):
     """The network (on the resolved device), the training data, the padding the machines take
     (given, else the network's own) and the device. Warns where the network was trained on
     other data than the machines will see."""
     import warnings
 
-    dev = resolve_device(device)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
     net = load_conditional_network(model, dev, padding, num_classes, noise_schedule)
     ds = load_data(dataset, root, limit, per_class, download)
     trained = net.meta.get("dataset")

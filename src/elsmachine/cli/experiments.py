@@ -20,6 +20,7 @@ from .common import (
     MODEL,
     NOISE_SCHEDULE,
     NUM_CLASSES,
+    PARALLEL,
     PER_CLASS,
     ROOT,
     SEED,
@@ -27,6 +28,7 @@ from .common import (
     TEMPERATURE,
     THRESHOLD,
     Padding,
+    Parallel,
     build_machine,
     console,
     load_model_and_data,
@@ -34,6 +36,7 @@ from .common import (
     parse_sizes,
     progress,
     seed_range,
+    start_group,
 )
 
 
@@ -83,6 +86,7 @@ def calibrate(
     num_classes: Optional[int] = NUM_CLASSES,
     noise_schedule: Optional[str] = NOISE_SCHEDULE,
     out: Path = typer.Option(Path("patch_schedule.json"), "--out", "-o", help="The patch schedule file to write."),
+    parallel: Parallel = PARALLEL,
 ):
     """Calibrate the patch size per step against a trained network; writes a patch schedule JSON."""
     from ..experiments.calibrate import calibrate as run_calibration
@@ -93,21 +97,35 @@ def calibrate(
     seed_list = seed_range(seed, seeds)
     sizes_tried = parse_sizes(sizes)
     check_writable(out)
-    net, ds, pad, dev = load_model_and_data(model, dataset, root, limit, per_class, device, padding, num_classes, download,
+    group, dev = start_group(device)
+    net, ds, pad, dev = load_model_and_data(model, dataset, root, limit, per_class, dev, padding, num_classes, download,
                                             noise_schedule)
     classes = run_classes(net, ds)
-    m = build_machine(machine.value, ds, conditional=bool(classes), padding=pad, schedule=net.schedule)
+    by_seeds = group.world > 1 and parallel == Parallel.seeds
+    m = build_machine(machine.value, ds, conditional=bool(classes), padding=pad, schedule=net.schedule,
+                      distributed=group.world > 1 and not by_seeds)
     labels = labels_for_seeds(seed_list, "cycle" if classes else "none", classes or [])
     lab = None if labels is None else torch.tensor(labels, device=dev)
     work = out.with_name(out.name + ".parts")  # finished seeds, kept until the schedule is written
+    meta = {"data": ds.describe(), "model": str(model), "machine": machine.value, "padding": pad}
     t0 = time.perf_counter()
     with progress() as prog:
         task = prog.add_task("calibrating", total=steps * len(seed_list))
+        if by_seeds:  # each process its share of the seeds into the work folder; rank 0 then reads them all
+            mine = group.split(range(len(seed_list)))
+            run_calibration(net, m, sizes_tried, [seed_list[i] for i in mine], steps=steps,
+                            labels=None if lab is None else lab[mine], criterion=criterion, device=dev, meta=meta,
+                            on_step=lambda info: prog.advance(task, group.world), work_dir=work)
+            group.barrier()
+            if not group.main:
+                return
         sched, _, _ = run_calibration(
-            net, m, sizes_tried, seed_list, steps=steps, labels=lab, criterion=criterion, device=dev,
-            meta={"data": ds.describe(), "model": str(model), "machine": machine.value, "padding": pad},
-            on_step=lambda info: prog.advance(task), work_dir=work,
+            net, m, sizes_tried, seed_list, steps=steps, labels=lab, criterion=criterion, device=dev, meta=meta,
+            on_step=None if by_seeds else (lambda info: prog.advance(task)), work_dir=work,
+            group=None if by_seeds else group,
         )
+    if not group.main:
+        return
     sched.save(out)
     finish(work)
     print(f"wrote {out}: sizes {list(sched.sizes)} for t = {', '.join(f'{t:g}' for t in sched.ts)} "
@@ -137,6 +155,7 @@ def compare(
     temperature: float = TEMPERATURE,
     sensitivity: Optional[Path] = typer.Option(None, help="pspc-flex: the network's sensitivity file (default: measured here, once, and kept in the output folder)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (a rerun resumes)."),
+    parallel: Parallel = PARALLEL,
 ):
     """Measure, seed by seed, how well each machine predicts the network's samples."""
     from ..experiments.compare import check_resume
@@ -153,7 +172,8 @@ def compare(
             raise InputError(f"unknown machine {n!r} in --machines; choose from all, {', '.join(MACHINES)}")
     if not names:
         raise InputError("--machines is empty")
-    net, ds, pad, dev = load_model_and_data(model, dataset, root, limit, per_class, device, padding, num_classes, download,
+    group, dev = start_group(device)
+    net, ds, pad, dev = load_model_and_data(model, dataset, root, limit, per_class, dev, padding, num_classes, download,
                                             noise_schedule)
     if patch_schedule is None and any(MACHINES[n].has_patch_size for n in names):
         beside = patch_schedule_beside(model)
@@ -161,18 +181,31 @@ def compare(
             raise InputError(f"no --patch-schedule given and no patch schedule beside the model {model}")
         patch_schedule = str(beside)
     classes = run_classes(net, ds)
-    if "pspc-flex" in names and sensitivity is None:
-        sensitivity = _sensitivity_in(out, net, ds, classes, steps, dev)
+    if "pspc-flex" in names and sensitivity is None:  # measured once, by rank 0
+        sensitivity = group.agree(_sensitivity_in(out, net, ds, classes, steps, dev) if group.main else None)
+    by_seeds = group.world > 1 and parallel == Parallel.seeds
     ks = parse_patch_schedule(patch_schedule)
     ms = {n: build_machine(n, ds, conditional=bool(classes), padding=pad, patch_schedule=ks, schedule=net.schedule,
-                           threshold=threshold, temperature=temperature, sensitivity=sensitivity) for n in names}
+                           threshold=threshold, temperature=temperature, sensitivity=sensitivity,
+                           distributed=group.world > 1 and not by_seeds) for n in names}
     meta = {"data": ds.describe(), "padding": pad}
-    check_resume(net, ms, out, steps=steps, classes=classes, meta=meta)
+    if group.main:
+        check_resume(net, ms, out, steps=steps, classes=classes, meta=meta)
+    group.barrier()
     t0 = time.perf_counter()
     with progress() as prog:
         task = prog.add_task("comparing", total=len(seed_list))
+        if by_seeds:  # each process its share of the seeds; rank 0 then summarises them all
+            run_comparison(net, ms, ds.images, group.split(seed_list), out, steps=steps, classes=classes, device=dev,
+                           meta=meta, on_seed=lambda info: prog.advance(task, group.world), summary=False)
+            group.barrier()
+            if not group.main:
+                return
         summary = run_comparison(net, ms, ds.images, seed_list, out, steps=steps, classes=classes, device=dev,
-                                 meta=meta, on_seed=lambda info: prog.advance(task))
+                                 meta=meta, on_seed=None if by_seeds else (lambda info: prog.advance(task)),
+                                 group=None if by_seeds else group)
+    if not group.main:
+        return
     files = summary.pop("files")
     console.print_json(json.dumps({k: summary[k] for k in summary if k != "settings"}))
     print(f"wrote {', '.join(files)} ({time.perf_counter() - t0:.0f} s)")

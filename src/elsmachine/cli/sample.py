@@ -38,7 +38,7 @@ from .common import (
     parse_int_list,
     parse_patch_schedule,
     progress,
-    resolve_device,
+    start_group,
     seed_range,
 )
 
@@ -104,7 +104,7 @@ def sample(
     from ..sampling import ddim_sample
     from ..seeds import labels_for_seeds, seed_noise
 
-    dev = resolve_device(device)
+    group, dev = start_group(device)  # under torchrun: the processes share the bank
     if max_shift < 0:
         raise InputError(f"--max-shift must be >= 0, got {max_shift}")
     if model is None and noise_schedule is not None:
@@ -127,7 +127,7 @@ def sample(
         labels = labels_for_seeds(seed_list, cls, ds.classes)
         m = build_machine(machine.value, ds, padding=padding.value, patch_schedule=parse_patch_schedule(patch_schedule),
                           memory_budget=parse_bytes(memory_budget), threshold=threshold, temperature=temperature,
-                          sensitivity=sensitivity)
+                          sensitivity=sensitivity, distributed=group.world > 1)
     tdtype = getattr(torch, dtype.value)
     noise = seed_noise(seed_list, tuple(ds.images.shape[1:]), dtype=tdtype, device=dev)
     lab = None if labels is None else torch.tensor(labels, device=dev)
@@ -140,6 +140,9 @@ def sample(
     t0 = time.perf_counter()
     with progress() as prog:
         task = prog.add_task(f"{'network' if model else machine.value} sampling", total=steps)
+        if model is None and len(ds) >= 20_000:  # long calls: how far each has streamed the bank
+            cand = prog.add_task("  training images this step", total=len(ds))
+            m.on_candidates = lambda done, total: prog.update(cand, completed=done, total=total)
         x = ddim_sample(denoiser, noise, steps=steps, labels=lab, callback=lambda info: prog.advance(task))
     elapsed = time.perf_counter() - t0
     tr = denoiser.sample_trace() if want_trace else None
@@ -150,6 +153,8 @@ def sample(
         "steps": steps, "data": ds.describe(), "dtype": dtype.value, "device": str(dev),
         "class": cls, "seconds": round(elapsed, 3), "denoiser": describe(m),
     }
+    if not group.main:  # every process holds the same images; one writes them
+        return
     save_samples(npz, x, seeds=seed_list, labels=labels, meta=meta, **(tr.to_arrays() if tr is not None and trace else {}))
     save_image(image_grid(x), out)
     if show_novelty:

@@ -81,12 +81,16 @@ def attend(
     trace: bool = False,
     backend: str = "auto",
     tile_elems: int = 1 << 20,
+    combine=None,
+    allow_empty: bool = False,
 ) -> Attended:
     """Softmax attention of ``q`` [G, M, D] over the keys streamed in ``key_chunks``.
 
     Each chunk is [G, L_c, D] with the dtype and device of ``q``; the values are the columns
     ``value_cols`` of the keys. ``tile_elems`` bounds the logits held at once (G * rows * cols).
-    Candidate indices in the trace count along the concatenated stream.
+    Candidate indices in the trace count along the concatenated stream, unless ``combine``
+    (called with the state before it is finalised, e.g. to merge it with other processes')
+    rewrites them. ``allow_empty``: no candidate at all is an empty state, not an error.
     """
     if backend not in ATTENTION_BACKENDS:
         raise InputError(f"unknown engine backend {backend!r}; choose one of {', '.join(ATTENTION_BACKENDS)}")
@@ -111,8 +115,10 @@ def attend(
         else:
             run.update_explicit(keys, offset, tile_elems)
         offset += keys.shape[1]
-    if offset == 0:
+    if offset == 0 and not allow_empty:
         raise InputError("no candidates to attend to")
+    if combine is not None:
+        combine(run.state)
     fin = run.state.finalize(q.dtype, trace=trace)
     return Attended(out=fin.out, lse=fin.lse, source=run.state.source, weight=fin.weight, effective=fin.effective)
 

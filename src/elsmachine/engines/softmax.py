@@ -120,9 +120,12 @@ class SoftmaxState:
         self.acc = self._per_value(fa) * self.acc + self._per_value(fb) * other.acc
         self.m = m
         better = other.best > self.best
-        self.best = torch.where(better, other.best, self.best)
         if self.source is not None and other.source is not None:
+            # An exact tie (the same patch in two images) goes to the lower index, whichever
+            # order the states are merged in.
+            better = better | ((other.best == self.best) & (other.source < self.source))
             self.source = torch.where(better, other.source, self.source)
+        self.best = torch.where(better, other.best, self.best)
         return better
 
     def finalize(self, dtype: torch.dtype, *, trace: bool) -> Finalized:

@@ -30,6 +30,7 @@ import torch
 
 from .. import checks
 from ..contract import denoiser_name, takes_patch_size
+from ..engines.distributed import Group
 from ..errors import InputError
 from ..output.files import atomic_write
 from ..patch_schedule import PatchSchedule
@@ -81,6 +82,7 @@ def calibrate(
     meta: dict | None = None,
     on_step: Callable[[dict], None] | None = None,
     work_dir=None,
+    group: Group | None = None,
 ) -> tuple[PatchSchedule, torch.Tensor, torch.Tensor]:
     """Return (patch schedule, best [steps, seeds] chosen sizes, similarity [steps, sizes, seeds]).
 
@@ -88,9 +90,12 @@ def calibrate(
     ``patch_size=``. Similarity is cosine (higher is better) or minus the L2 distance.
     ``labels`` [seeds]: the class of each seed for class-conditional denoisers. ``work_dir``:
     where finished seeds are kept until the calibration completes (see the module docstring).
+    ``group``: processes calibrating the same seeds together (a machine with a sharded bank):
+    rank 0 reads and writes ``work_dir`` and tells the others which seeds are done.
     """
     from .compare import describe
 
+    group = group or Group()
     if criterion not in CRITERIA:
         raise InputError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
     if not takes_patch_size(machine):
@@ -114,9 +119,13 @@ def calibrate(
             lab = None if labels is None else labels[b : b + 1]
             label_tag = "" if lab is None else f"-class{int(lab)}"
             path = work / f"seed{seed:06d}{label_tag}-{key}.npz"
-            if path.exists():
+            done = None
+            if group.main and path.exists():
                 with np.load(path) as d:
-                    per_seed.append((torch.from_numpy(d["best"]), torch.from_numpy(d["sim"])))
+                    done = (torch.from_numpy(d["best"]), torch.from_numpy(d["sim"]))
+            done = group.agree(done)
+            if done is not None:
+                per_seed.append(done)
                 if on_step is not None:
                     for i in range(steps):
                         on_step({"i": i, "seed": seed, "resumed": True})
@@ -124,7 +133,8 @@ def calibrate(
             bs, sm = _similarities(network, machine, noise[b : b + 1], lab, sizes, steps, criterion, on_step)
             buf = io.BytesIO()
             np.savez(buf, best=bs.numpy(), sim=sm.numpy())
-            atomic_write(path, buf.getvalue())
+            if group.main:
+                atomic_write(path, buf.getvalue())
             per_seed.append((bs, sm))
         best = torch.cat([bs for bs, _ in per_seed], dim=1)
         sim = torch.cat([sm for _, sm in per_seed], dim=2)

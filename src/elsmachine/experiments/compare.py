@@ -31,6 +31,7 @@ from ..errors import InputError
 from ..output.files import atomic_write, write_json
 from ..output.plots import comparison_plots
 from ..sampling import ddim_sample
+from ..engines.distributed import Group
 from ..seeds import class_of_seed, seed_noise
 from .metrics import METRICS, image_metrics, nearest
 
@@ -110,11 +111,17 @@ def compare(
     montage: int = 8,
     meta: dict | None = None,
     on_seed: Callable[[dict], None] | None = None,
-) -> dict:
+    group: Group | None = None,
+    summary: bool = True,
+) -> dict | None:
     """Compare ``machines`` ({name: machine}, each with its own patch schedule) with ``network``
     over ``seeds``; returns the summary. ``classes``: the classes a class-conditional run cycles
     through (None: unconditional). ``meta`` (data selection, model path, ...) is part of the
-    shared settings."""
+    shared settings. ``group``: the processes running the same seeds together (machines with a
+    sharded bank): rank 0 reads and writes the files and tells the others what is left to do;
+    the others return None. ``summary=False``: write the seed files only (the seeds split across
+    processes; one of them summarises at the end)."""
+    group = group or Group()
     common, machine_settings, saved = check_resume(network, machines, out_dir, steps=steps, classes=classes,
                                                    dtype=dtype, meta=meta)
     out = Path(out_dir)
@@ -124,7 +131,7 @@ def compare(
     shape = tuple(train_images.shape[1:])
     for seed in seeds:
         path = _seed_file(out, seed)
-        rec = _load(path) if path.exists() else None
+        rec = group.agree(_load(path) if group.main and path.exists() else None)
         todo = [n for n in machines if rec is None or str(rec.get(f"key_{n}", "")) != keys[n]]
         if not todo:
             if on_seed is not None:
@@ -142,12 +149,15 @@ def compare(
             img = ddim_sample(machines[name], noise, steps=steps, labels=lab)
             rec[f"img_{name}"] = img[0].cpu().float().numpy()
             rec[f"key_{name}"] = np.array(keys[name])
-        write_json(settings_path, all_settings)
-        buf = io.BytesIO()
-        np.savez(buf, **rec)
-        atomic_write(path, buf.getvalue())
+        if group.main:
+            write_json(settings_path, all_settings)
+            buf = io.BytesIO()
+            np.savez(buf, **rec)
+            atomic_write(path, buf.getvalue())
         if on_seed is not None:
             on_seed({"seed": seed, "resumed": False, "computed": todo})
+    if not (summary and group.main):
+        return None
     return summarize(out, machines, train_images, seeds=seeds, montage=montage)
 
 

@@ -13,6 +13,7 @@ subsets, the patch size looked up by t, the trace, and the caches of converted t
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -23,13 +24,13 @@ from ..errors import InputError
 from ..noise import CosineSchedule, NoiseSchedule
 from ..patch_schedule import PatchSchedule
 
-__all__ = ["ScoreMachine", "PatchSized", "Trace", "DEFAULT_MEMORY_BUDGET", "BACKENDS"]
+__all__ = ["ScoreMachine", "PatchSized", "Trace", "DEFAULT_MEMORY_BUDGET", "BACKENDS", "as_float"]
 
 DEFAULT_MEMORY_BUDGET = 2 << 30  # bytes of candidate keys held at once (cache + one chunk)
 
 # "auto": the compiled displacement kernel where it runs (CPU, float32/64), else attention.
 # "native": the displacement kernel (error where unavailable); "fused", "explicit": attention.
-BACKENDS = ("auto", "native", "fused", "explicit")
+BACKENDS = ("auto", "native", "triton", "fused", "explicit")
 
 TRACE_FIELDS = ("source_image", "source_pixel", "weight", "effective")
 
@@ -64,17 +65,41 @@ class Trace:
             dest[sel] = getattr(other, f).to(device=dest.device, dtype=dest.dtype)
 
 
+def as_float(images: torch.Tensor, dtype, device) -> torch.Tensor:
+    """Training images in ``dtype`` on ``device``; uint8 v becomes v / 127.5 - 1 computed in
+    float32, exactly what the dataset loaders make of the same file."""
+    if images.dtype == torch.uint8:
+        return (images.to(device=device, dtype=torch.float32) / 127.5 - 1.0).to(dtype)
+    return images.to(device=device, dtype=dtype)
+
+
+def _channel_mean(images: torch.Tensor, block: int = 4096) -> torch.Tensor:
+    """float64 [C]: the per-channel mean, summed block by block (never the whole set in float64)."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    for n0 in range(0, images.shape[0], block):
+        total += as_float(images[n0 : n0 + block], torch.float64, "cpu").sum(dim=(0, 2, 3))
+    return total / (images.shape[0] * images.shape[2] * images.shape[3])
+
+
 class ScoreMachine:
     """A closed-form denoiser over a training set. Subclasses say which candidates a pixel sees.
 
     Args:
-        images: training set, float [N, C, H, W] in [-1, 1].
+        images: training set, float [N, C, H, W] in [-1, 1]; or uint8 in 0..255 (v / 127.5 - 1,
+            as the dataset loaders convert), a tensor or a numpy array, memory-mapped or not:
+            kept as it is and converted block by block where the engine streams (LS and ELS
+            on the CPU), so a large set costs a quarter of its float32 size.
         labels: optional int [N] class labels, for class-conditional denoising.
         schedule: the noise schedule (default: the paper's legacy cosine).
         memory_budget: bytes of candidate keys the machine may hold at once; above it keys are
             built and streamed in chunks of training images.
+        distributed: inside an initialised ``torch.distributed`` group, keep only this rank's
+            share of ``images`` (every rank passes the same full set, or its path) and merge the
+            ranks' softmax states: every rank returns what one process holding all would.
         backend: "auto" (default: the compiled displacement kernel where it runs, else the
-            attention engine), "native" (the kernel, or an error), "fused" or "explicit"
+            attention engine; the Triton kernel for LS and ELS on CUDA tensors where Triton is
+            installed), "native" (the kernel, or an error), "triton" (the GPU kernel for LS and
+            ELS, or an error), "fused" or "explicit"
             (attention engine variants; see :mod:`elsmachine.engines.attention`).
     """
 
@@ -84,10 +109,28 @@ class ScoreMachine:
     padding: str | None = None
 
     def __init__(self, images, *, labels=None, schedule: NoiseSchedule | None = None,
-                 memory_budget: int = DEFAULT_MEMORY_BUDGET, backend: str = "auto") -> None:
-        self.images = checks.images_tensor(images)
-        n = self.images.shape[0]
-        self.labels = None if labels is None else checks.labels_tensor(labels, n, "training labels").cpu()
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, backend: str = "auto", distributed: bool = False) -> None:
+        if isinstance(images, (str, os.PathLike)):
+            from ..datasets import load_dataset
+
+            images = load_dataset(images).images
+        images = checks.images_tensor(images, uint8=True)
+        n = images.shape[0]
+        labels = None if labels is None else checks.labels_tensor(labels, n, "training labels").cpu()
+        # What every rank must agree on comes from the full set: its classes and its mean (both
+        # sides are centred by it, and a constant per query would not cancel across ranks).
+        self._all_classes = [] if labels is None else sorted(int(c) for c in torch.unique(labels))
+        self._mu = _channel_mean(images)
+        self.distributed = bool(distributed)
+        if self.distributed:
+            from ..engines.distributed import shard_of
+
+            self._global = shard_of(n, labels).index
+            images = images[self._global]
+            labels = None if labels is None else labels[self._global]
+        else:
+            self._global = torch.arange(n)
+        self.images, self.labels = images, labels
         self.schedule = schedule if schedule is not None else CosineSchedule()
         if not isinstance(self.schedule, NoiseSchedule):
             raise InputError(f"schedule must be a noise schedule (CosineSchedule, DiscreteSchedule), got "
@@ -102,6 +145,8 @@ class ScoreMachine:
             for c in torch.unique(self.labels).tolist():
                 self._class_index[int(c)] = torch.nonzero(self.labels == c).flatten()
         self._data: dict = {}
+        # Called as on_candidates(images done, images in all) while a long call streams its bank.
+        self.on_candidates = None
         self._keys: OrderedDict = OrderedDict()
         self._keys_bytes = 0
 
@@ -114,7 +159,7 @@ class ScoreMachine:
     @property
     def classes(self) -> list[int]:
         """Class labels that have training images (empty for an unlabelled machine)."""
-        return sorted(self._class_index)
+        return list(self._all_classes)
 
     def denoise(self, x: torch.Tensor, t, labels=None, patch_size: int | None = None) -> torch.Tensor:
         """x0_hat = E[x_0 | x_t = x]: [B, C, H, W], same dtype and device as ``x``.
@@ -182,7 +227,7 @@ class ScoreMachine:
                 raise InputError("labels were given but the machine was built without training labels")
             lab = checks.labels_tensor(labels, B, "labels").cpu()
             for c in torch.unique(lab).tolist():
-                if int(c) not in self._class_index:
+                if int(c) not in self._all_classes:
                     raise InputError(f"class {c} has no training images (classes present: {self.classes})")
             cls_of = [int(c) for c in lab.tolist()]
         groups: dict = {}
@@ -191,17 +236,41 @@ class ScoreMachine:
         return [(torch.tensor(idx), cls, k) for (cls, k), idx in groups.items()]
 
     def _training(self, dtype, device, cls):
-        """Training images of class ``cls`` (all if None) in x's dtype and device, their global
-        indices, and the per-channel training mean used to centre both sides."""
+        """Training images of class ``cls`` (all if None; on a sharded machine, this rank's share,
+        possibly none) in x's dtype and device, their global indices, and the per-channel mean of
+        the full training set used to centre both sides."""
         key = (dtype, device, cls)
         hit = self._data.get(key)
         if hit is None:
-            idx = torch.arange(self.images.shape[0]) if cls is None else self._class_index[cls]
-            Y = self.images[idx].to(device=device, dtype=dtype)
-            mu = self.images.to(torch.float64).mean(dim=(0, 2, 3)).to(device=device, dtype=dtype)
-            hit = (Y, idx, mu)
+            if cls is None:
+                idx = torch.arange(self.images.shape[0])
+            else:
+                idx = self._class_index.get(cls, torch.zeros(0, dtype=torch.long))
+            Y = as_float(self.images[idx], dtype, device)
+            hit = (Y, self._global[idx], self._mu.to(device=device, dtype=dtype))
             self._data[key] = hit
         return hit
+
+    def _report(self, done: int, total: int) -> None:
+        """Tell ``on_candidates`` (when set) how many training images one call has streamed."""
+        if self.on_candidates is not None:
+            self.on_candidates(done, total)
+
+    def _raw(self, cls):
+        """Training images of class ``cls`` (all if None) as stored (uint8 stays uint8; all of
+        them without a copy) and their global indices: for engines that convert block by block."""
+        if cls is None:
+            return self.images, self._global
+        idx = self._class_index.get(cls, torch.zeros(0, dtype=torch.long))
+        return self.images[idx], self._global[idx]
+
+    def _combine(self, state) -> None:
+        """Before a state is finalised: on a sharded machine, merge it with every rank's (its
+        ``source`` must hold global codes by then)."""
+        if self.distributed:
+            from ..engines.distributed import gather_merge_
+
+            gather_merge_(state)
 
     def _cached_keys(self, key, nbytes, build):
         """Keys for one block: cached when they fit half the budget, least recently used evicted.

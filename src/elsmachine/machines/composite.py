@@ -46,8 +46,8 @@ class PatchCompositeMachine(PatchSized, ScoreMachine):
     traceable = False
 
     def __init__(self, images, patch_size=None, labels=None, *, schedule: NoiseSchedule | None = None,
-                 memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
-        super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget)
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, distributed: bool = False) -> None:
+        super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget, distributed=distributed)
         self.patch_size = as_patch_schedule(patch_size, schedule=self.schedule)
 
     def _checked_size(self, k: int) -> int:
@@ -74,6 +74,7 @@ class PatchCompositeMachine(PatchSized, ScoreMachine):
             crops = F.unfold(Yc, k)  # [n, C k k, windows]
             state.fold_(logits, lambda w, crops=crops: torch.einsum("bwn,nvw->bwv", w, crops),
                         floor=_EXP_FLOOR.get(x.dtype, -87.0))
+        self._combine(state)
         means = state.finalize(torch.float64, trace=False).out  # [B, windows, C k k]
         summed = F.fold(means.transpose(1, 2), (H, W), k)  # [B, C, H, W]
         count = F.fold(torch.ones_like(means[:1]).transpose(1, 2), (H, W), k)
@@ -89,10 +90,10 @@ class FlexCompositeMachine(ScoreMachine):
     traceable = False
 
     def __init__(self, images, sensitivity, labels=None, *, schedule: NoiseSchedule | None = None,
-                 memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, distributed: bool = False) -> None:
         from ..networks.sensitivity import Sensitivity
 
-        super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget)
+        super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget, distributed=distributed)
         self.sensitivity = sensitivity if isinstance(sensitivity, Sensitivity) else Sensitivity.load(sensitivity)
         H, W = self.image_shape[1:]
         if tuple(self.sensitivity.image_size) != (H, W):
@@ -114,9 +115,11 @@ class FlexCompositeMachine(ScoreMachine):
         for ti in sorted(set(t.tolist())):
             sel = torch.nonzero(t == ti).flatten().to(x.device)
             win = self.sensitivity.windows_at(ti).to(device=x.device, dtype=x.dtype)  # [q, p] over pixels
+            if not bool((win.sum(0) > 0).all()):  # an uncovered pixel has no composite to average
+                raise InputError(f"the sensitivity {self.sensitivity.source} leaves pixels in no window at t = {ti:g}")
             rows = win.repeat(1, C)  # the window's pixels in every channel: [q, C*H*W]
             scale = (1.0 / (2.0 * s[sel].to(torch.float64) ** 2)).to(x.dtype)
-            o, _, _ = masked_posterior(x[sel].reshape(len(sel), -1), a[sel], scale, Y.reshape(Y.shape[0], -1), rows,
-                                       composite=True, memory_budget=self.memory_budget)
+            o, _, _ = masked_posterior(x[sel].reshape(len(sel), -1), a[sel], scale, Y.flatten(1), rows,
+                                       composite=True, memory_budget=self.memory_budget, combine=self._combine)
             out[sel] = o.view(len(sel), C, H, W)
         return out, None

@@ -26,7 +26,7 @@ import torch
 
 from ..errors import InputError
 from ..noise import NoiseSchedule
-from .base import DEFAULT_MEMORY_BUDGET, ScoreMachine
+from .base import as_float, DEFAULT_MEMORY_BUDGET, ScoreMachine
 
 __all__ = ["WienerMachine", "StationaryMachine", "GaussianMachine"]
 
@@ -37,15 +37,26 @@ class GaussianMachine(ScoreMachine):
     traceable = False
 
     def __init__(self, images, labels=None, *, schedule: NoiseSchedule | None = None,
-                 memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
-        super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget)
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, distributed: bool = False) -> None:
+        super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget, distributed=distributed)
         self._stats: dict = {}
+
+    def _sum(self, t: torch.Tensor) -> torch.Tensor:
+        """The sum of ``t`` over the ranks of a sharded machine (``t`` itself otherwise)."""
+        if not self.distributed:
+            return t
+        from ..engines.distributed import all_reduce_sum
+
+        if t.is_complex():
+            return torch.view_as_complex(all_reduce_sum(torch.view_as_real(t).contiguous()))
+        return all_reduce_sum(t)
 
     def statistics(self, cls=None) -> tuple:
         """The float64 statistics of class ``cls`` (all images when None), computed once."""
         if cls not in self._stats:
-            idx = torch.arange(self.images.shape[0]) if cls is None else self._class_index[cls]
-            self._stats[cls] = self._compute(self.images[idx].to(torch.float64))
+            idx = torch.arange(self.images.shape[0]) if cls is None else self._class_index.get(
+                cls, torch.zeros(0, dtype=torch.long))
+            self._stats[cls] = self._compute(as_float(self.images[idx], torch.float64, "cpu"))
         return self._stats[cls]
 
     def _compute(self, Y: torch.Tensor) -> tuple:  # pragma: no cover - abstract
@@ -64,11 +75,11 @@ class WienerMachine(GaussianMachine):
     name = "wiener"
 
     def _compute(self, Y):
-        N = Y.shape[0]
-        flat = Y.reshape(N, -1)
-        mu = flat.mean(0)
+        flat = Y.flatten(1)  # [N, D], N may be 0 on a rank
+        N = self._sum(torch.tensor(float(flat.shape[0]), dtype=torch.float64))
+        mu = self._sum(flat.sum(0)) / N
         Z = flat - mu
-        cov = Z.T @ Z / N  # [D, D], 1/N as the PSPC code (not 1/(N-1))
+        cov = self._sum(Z.T @ Z) / N  # [D, D], 1/N as the PSPC code (not 1/(N-1))
         lam, U = torch.linalg.eigh(cov)
         return mu, lam.clamp_min(0.0), U
 
@@ -93,11 +104,15 @@ class StationaryMachine(GaussianMachine):
     name = "stationary"
 
     def _compute(self, Y):
-        N, C, H, W = Y.shape
-        mu = Y.mean(dim=(0, 2, 3))  # [C]
-        Zf = torch.fft.fft2(Y - mu.view(1, C, 1, 1))  # [N, C, H, W] complex
+        _, C, H, W = Y.shape
+        N = self._sum(torch.tensor(float(Y.shape[0]), dtype=torch.float64))
+        mu = self._sum(Y.sum(dim=(0, 2, 3))) / (N * H * W)  # [C]
+        if Y.shape[0]:
+            Zf = torch.fft.fft2(Y - mu.view(1, C, 1, 1))  # [N, C, H, W] complex
+        else:  # this rank holds none of the class (MKL refuses an empty transform)
+            Zf = torch.zeros(Y.shape, dtype=torch.complex128)
         Zf = Zf.permute(2, 3, 1, 0)  # [H, W, C, N]
-        K = Zf @ Zf.conj().transpose(-1, -2) / (N * H * W)  # [H, W, C, C] Hermitian
+        K = self._sum(Zf @ Zf.conj().transpose(-1, -2)) / (N * H * W)  # [H, W, C, C] Hermitian
         lam, V = torch.linalg.eigh(K)
         return mu, lam.clamp_min(0.0), V
 

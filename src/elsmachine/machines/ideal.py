@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..engines import attend
+from ..errors import InputError
 from .base import ScoreMachine, Trace
 
 __all__ = ["IdealMachine"]
@@ -23,6 +24,12 @@ class IdealMachine(ScoreMachine):
     """IS: candidates are whole training images; weights softmax_n(-|x_t - a Y_n|^2 / (2 s^2))."""
 
     name = "ideal"
+
+    def __init__(self, images, **kw) -> None:
+        super().__init__(images, **kw)
+        if self.backend == "triton":
+            raise InputError("IS has no Triton kernel: its attention form is already one matrix product on the GPU; "
+                             "use backend='auto'")
 
     def _denoise_subset(self, x, a, s, k, cls, trace, t=None):
         Y, gidx, mu = self._training(x.dtype, x.device, cls)
@@ -38,15 +45,22 @@ class IdealMachine(ScoreMachine):
 
         n = Y.shape[0]
         key = ("ideal", x.dtype, x.device, cls)
-        keys = self._cached_keys(key, n * (D + 1) * x.element_size(), build)
+        keys = self._cached_keys(key, n * (D + 1) * x.element_size(), build) if n else None
         chunks = [keys] if keys is not None else self._image_chunks(Y, mu, D, x.element_size())
-        res = attend(q, chunks, slice(0, D), trace=trace, backend=self._attention_backend)
+
+        def combine(state):  # stream positions -> global image indices, then every rank's state
+            if state.source is not None:
+                state.source = gidx.to(x.device)[state.source] if n else state.source
+            self._combine(state)
+
+        res = attend(q, chunks, slice(0, D), trace=trace, backend=self._attention_backend, combine=combine,
+                     allow_empty=self.distributed)
         x0 = (res.out[0].view(B, C, H, W) + mu.view(1, -1, 1, 1)).to(x.dtype)
         if not trace:
             return x0, None
         every = (B, H, W)
         return x0, Trace(
-            source_image=gidx.to(x.device)[res.source[0]].view(B, 1, 1).expand(every).clone(),
+            source_image=res.source[0].view(B, 1, 1).expand(every).clone(),
             source_pixel=torch.arange(H * W, device=x.device).view(1, H, W).expand(every).clone(),
             weight=res.weight[0].view(B, 1, 1).expand(every).clone(),
             effective=res.effective[0].view(B, 1, 1).expand(every).clone(),

@@ -28,7 +28,7 @@ from ..engines import displacement as disp
 from ..errors import InputError
 from ..noise import NoiseSchedule
 from ..patch_schedule import PatchSchedule, as_patch_schedule
-from .base import DEFAULT_MEMORY_BUDGET, PatchSized, ScoreMachine, Trace
+from .base import DEFAULT_MEMORY_BUDGET, PatchSized, ScoreMachine, Trace, as_float
 from .candidates import gather_patches, pixel_classes, rectangles
 
 __all__ = ["PatchMachine", "LocalMachine", "ELSMachine"]
@@ -52,8 +52,12 @@ class PatchMachine(PatchSized, ScoreMachine):
 
     def __init__(self, images, patch_size=None, padding: str = "zeros", *, labels=None,
                  schedule: NoiseSchedule | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                 backend: str = "auto", approx_images: int | None = None, approx_radius: int | None = None) -> None:
-        super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget, backend=backend)
+                 backend: str = "auto", approx_images: int | None = None, approx_radius: int | None = None,
+                 distributed: bool = False) -> None:
+        super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget, backend=backend,
+                         distributed=distributed)
+        if distributed and approx_images is not None:
+            raise InputError("approx_images picks the nearest images of the whole set: not on a sharded machine")
         self.patch_size = as_patch_schedule(patch_size, schedule=self.schedule)
         self.padding = checks.padding(padding)
         if approx_images is not None:
@@ -97,6 +101,11 @@ class PatchMachine(PatchSized, ScoreMachine):
         return self.backend == "auto" and disp.available(x)
 
     def _denoise_subset(self, x, a, s, k, cls, trace, t=None):
+        if self.images.dtype == torch.uint8 and self.approx_images is None and not self._use_triton(x) \
+                and self._use_native(x):
+            # A uint8 bank streams as it is stored, converted one block at a time.
+            Y, gidx = self._raw(cls)
+            return self._denoise_native(x, a, s, k, Y, gidx, trace, cache=cls)
         Y, gidx, mu = self._training(x.dtype, x.device, cls)
         if self.approx_images is None or self.approx_images >= Y.shape[0]:
             return self._denoise_on(x, a, s, k, Y, gidx, mu, trace, cache=cls)
@@ -119,9 +128,44 @@ class PatchMachine(PatchSized, ScoreMachine):
     def _denoise_on(self, x, a, s, k, Y, gidx, mu, trace, cache):
         """Denoise x against the training images Y (global indices gidx); ``cache`` names the
         candidate set for the key cache (None: do not cache)."""
+        if self._use_triton(x):
+            return self._denoise_triton(x, a, s, k, Y, gidx, trace)
         if self._use_native(x):
             return self._denoise_native(x, a, s, k, Y, gidx, trace, cache)
         return self._denoise_attention(x, a, s, k, Y, gidx, mu, trace, cache)
+
+    def _use_triton(self, x) -> bool:
+        from ..engines import gpu
+
+        if self.backend == "triton":
+            why = gpu.why_unavailable(x)
+            if why is not None:
+                raise InputError(f"the triton backend cannot run here: {why}")
+            return True
+        # auto: the kernel for CUDA tensors where Triton is installed (the CPU has its own).
+        return self.backend == "auto" and x.device.type == "cuda" and gpu.available(x) and self.approx_radius is None
+
+    def _denoise_triton(self, x, a, s, k, Y, gidx, trace):
+        from ..engines.gpu import TritonStream
+
+        B, C, H, W = x.shape
+        HW = H * W
+        classes = pixel_classes(self.name, self.padding, H, W, k, self.approx_radius)
+        state = TritonStream(x, Y, a, s, k, self.padding, classes).state
+        if trace:  # local image codes -> global ones (image * H * W + pixel)
+            src = state.source.clamp_min(0)
+            img = gidx.to(x.device)[src // HW] if Y.shape[0] else torch.zeros_like(src)
+            state.source = img * HW + src % HW
+        else:
+            state.source = None
+        self._combine(state)
+        fin = state.finalize(torch.float64, trace=trace)
+        x0 = fin.out.to(x.dtype)
+        if not trace:
+            return x0, None
+        code = state.source
+        return x0, Trace(source_image=code // HW, source_pixel=code % HW, weight=fin.weight.to(x.dtype),
+                         effective=fin.effective.to(x.dtype), patch_size=torch.full((B,), k, dtype=torch.long))
 
     def _denoise_native(self, x, a, s, k, Y, gidx, trace, cache):
         B, C, H, W = x.shape
@@ -132,20 +176,30 @@ class PatchMachine(PatchSized, ScoreMachine):
         per_image = C * (2 * H + 2 * k) * (2 * W + 2 * k) * x.element_size()  # an upper bound
         key = None if cache is None else ("native", self.padding, k, cache, x.dtype, x.device)
         padded_n = -(-Y.shape[0] // nb) * nb  # blocks are filled up to a whole block of images
-        whole = self._cached_keys(key, per_image * padded_n, lambda: disp.candidate_blocks(Y, k, self.padding)[0])
-        if whole is not None:
-            stream.feed(whole, Y.shape[0], k // 2)
-        else:
-            per = max(nb, (self.memory_budget // 4) // per_image // nb * nb)
-            for n0 in range(0, Y.shape[0], per):
-                Yc = Y[n0 : n0 + per]
-                stream.feed(disp.candidate_blocks(Yc, k, self.padding)[0], Yc.shape[0], k // 2)
+        if Y.shape[0]:  # a sharded machine's rank may hold no image of a class
+            whole = self._cached_keys(key, per_image * padded_n,
+                                      lambda: disp.candidate_blocks(as_float(Y, x.dtype, x.device), k, self.padding)[0])
+            if whole is not None:
+                stream.feed(whole, Y.shape[0], k // 2)
+                self._report(Y.shape[0], Y.shape[0])
+            else:
+                per = max(nb, (self.memory_budget // 4) // per_image // nb * nb)
+                for n0 in range(0, Y.shape[0], per):
+                    Yc = as_float(Y[n0 : n0 + per], x.dtype, x.device)  # uint8 banks: one block at a time
+                    stream.feed(disp.candidate_blocks(Yc, k, self.padding)[0], Yc.shape[0], k // 2)
+                    self._report(n0 + Yc.shape[0], Y.shape[0])
+        HW = H * W
+        if trace:  # the best candidate as a global code: image * H * W + pixel
+            img = gidx[stream.source_image] if Y.shape[0] else torch.zeros_like(stream.source_image)
+            stream.state.source = img * HW + stream.source_pixel
+        self._combine(stream.state)
         res = stream.result()
         x0 = res.out.to(x.dtype)
         if not trace:
             return x0, None
-        return x0, Trace(source_image=gidx[res.source_image], source_pixel=res.source_pixel, weight=res.weight,
-                         effective=res.effective, patch_size=torch.full((B,), k, dtype=torch.long))
+        code = stream.state.source
+        return x0, Trace(source_image=code // HW, source_pixel=code % HW, weight=res.weight, effective=res.effective,
+                         patch_size=torch.full((B,), k, dtype=torch.long))
 
     def _layout(self, H: int, W: int, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The pixel classes, stacked into blocks (queries [G, Q], candidates [G, P]) of classes
@@ -198,18 +252,24 @@ class PatchMachine(PatchSized, ScoreMachine):
             q[..., :Dp] = xp[:, flat].view(B, G, Q, Dp).permute(1, 0, 2, 3) * scale
             q[..., Dp] = bias
             cache_key = None if cache is None else (self.padding, k, H, W, bi, cache, x.dtype, x.device)
+
+            def combine(state, P=P, cpos=cpos):  # stream positions -> global codes, then every rank's
+                if state.source is not None:
+                    n_local, p_local = state.source // P, state.source % P
+                    img = gidx.to(x.device)[n_local] if Y.shape[0] else torch.zeros_like(n_local)
+                    state.source = img * (H * W) + torch.gather(cpos, 1, p_local)
+                self._combine(state)
+
             res = attend(q.view(G, B * Q, Dp + 1), self._key_chunks(Y, mu_vec, k, cpos, cache_key),
                          slice(h * k + h, Dp, k * k),  # the centre pixel of every channel
-                         trace=trace, backend=self._attention_backend)
+                         trace=trace, backend=self._attention_backend, combine=combine, allow_empty=self.distributed)
             x0[:, :, flat] = res.out.view(G, B, Q, C).permute(1, 3, 0, 2).reshape(B, C, G * Q)
             if trace:
                 def per_pixel(v, G=G, Q=Q):  # [G, B * Q] -> [B, G * Q]
                     return v.view(G, B, Q).permute(1, 0, 2).reshape(B, G * Q)
 
-                src = res.source.view(G, B * Q)
-                n_local, p_local = src // P, src % P
-                tr.source_image[:, flat, 0] = per_pixel(gidx.to(x.device)[n_local])
-                tr.source_pixel[:, flat, 0] = per_pixel(torch.gather(cpos, 1, p_local))
+                tr.source_image[:, flat, 0] = per_pixel(res.source // (H * W))
+                tr.source_pixel[:, flat, 0] = per_pixel(res.source % (H * W))
                 tr.weight[:, flat, 0] = per_pixel(res.weight)
                 tr.effective[:, flat, 0] = per_pixel(res.effective)
         x0 = (x0 + mu.view(1, -1, 1)).view(B, C, H, W)

@@ -36,15 +36,18 @@ class LocalityMachine(ScoreMachine):
     name = "locality"
 
     def __init__(self, images, threshold: float = 0.02, temperature: float = 1.0, labels=None, *,
-                 schedule: NoiseSchedule | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
-        super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget)
+                 schedule: NoiseSchedule | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                 distributed: bool = False) -> None:
+        super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget, distributed=distributed)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
             raise InputError(f"threshold must be a number in [0, 1], got {threshold!r}")
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
                 temperature > 0 and math.isfinite(temperature)):
             raise InputError(f"temperature must be a positive number, got {temperature!r}")
         self.threshold, self.temperature = float(threshold), float(temperature)
-        self._wiener = WienerMachine(self.images, self.labels, schedule=self.schedule)  # its statistics, cached
+        # The Wiener machine of the same share holds the statistics (summed over ranks when sharded).
+        self._wiener = WienerMachine(self.images, self.labels, schedule=self.schedule)
+        self._wiener.distributed = self.distributed
         self._masks: OrderedDict = OrderedDict()
 
     def mask(self, t: float, cls=None) -> torch.Tensor:
@@ -81,11 +84,17 @@ class LocalityMachine(ScoreMachine):
             sel = torch.nonzero(t == ti).flatten().to(x.device)
             rows = self.mask(ti, cls).T.to(device=x.device, dtype=x.dtype)  # [m, u]
             scale = (1.0 / (2.0 * s[sel].to(torch.float64) ** 2 * self.temperature)).to(x.dtype)
-            o, state, fin = masked_posterior(x[sel].reshape(len(sel), -1), a[sel], scale, Y.reshape(Y.shape[0], -1),
-                                             rows, composite=False, memory_budget=self.memory_budget, trace=trace)
+            def combine(state):  # positions in this rank's share -> global images, then every rank's
+                if state.source is not None:
+                    state.source = gidx.to(x.device)[state.source] if Y.shape[0] else state.source
+                self._combine(state)
+
+            o, state, fin = masked_posterior(x[sel].reshape(len(sel), -1), a[sel], scale, Y.flatten(1),
+                                             rows, composite=False, memory_budget=self.memory_budget, trace=trace,
+                                             combine=combine)
             out[sel] = o.view(len(sel), C, H, W)
             if trace:  # the first channel's entries stand for their pixel
-                tr.source_image[sel] = gidx.to(x.device)[state.source[:, : H * W]].view(-1, H, W)
+                tr.source_image[sel] = state.source[:, : H * W].reshape(-1, H, W)
                 tr.weight[sel] = fin.weight[:, : H * W].reshape(-1, H, W).to(x.dtype)
                 tr.effective[sel] = fin.effective[:, : H * W].reshape(-1, H, W).to(x.dtype)
         return out, tr

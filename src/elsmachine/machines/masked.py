@@ -26,17 +26,18 @@ _EXP_FLOOR = {torch.float32: -87.0, torch.float64: -708.0}
 
 
 def masked_posterior(x: torch.Tensor, a: torch.Tensor, scale: torch.Tensor, Y: torch.Tensor, rows: torch.Tensor, *,
-                     composite: bool, memory_budget: int, trace: bool = False):
+                     composite: bool, memory_budget: int, trace: bool = False, combine=None):
     """x [B, D], a and scale [B], Y [N, D], rows [Q, D] (0/1, in x's dtype) -> (out [B, D], state).
 
     Entry form needs Q == D. ``memory_budget`` bounds the chunk of images held at once. With
-    ``trace`` the state records each query's best image (``state.source``, entry form only).
+    ``trace`` the state records each query's best image (``state.source``, entry form only, as a
+    position in Y). ``combine(state)`` runs before the state is finalised.
     """
     B, D = x.shape
     Q = rows.shape[0]
     N = Y.shape[0]
     values = D if composite else 1
-    per = min(N, max(1, (memory_budget // 4) // (x.element_size() * B * (D + Q))))  # squared differences, logits
+    per = max(1, (memory_budget // 4) // (x.element_size() * B * (D + Q)))  # squared differences, logits
     state = SoftmaxState.empty((B, Q), values, value_dim=-1, device=x.device, trace=trace)
     rows_t = rows.T.contiguous()  # [D, Q]
     floor = _EXP_FLOOR.get(x.dtype, -87.0)
@@ -49,6 +50,8 @@ def masked_posterior(x: torch.Tensor, a: torch.Tensor, scale: torch.Tensor, Y: t
         else:
             weigh = lambda w, Yc=Yc: (w * Yc.T[None]).sum(-1, keepdim=True)  # noqa: E731 - [B, D, 1]
         state.fold_(logits, weigh, offset=n0, floor=floor)
+    if combine is not None:
+        combine(state)
     fin = state.finalize(torch.float64, trace=trace)
     if composite:
         counts = rows.to(torch.float64).sum(0)  # [D] windows holding each entry

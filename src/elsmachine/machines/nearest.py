@@ -24,8 +24,8 @@ class NearestMachine(ScoreMachine):
     name = "nearest"
 
     def __init__(self, images, labels=None, *, schedule: NoiseSchedule | None = None,
-                 memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
-        super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget)
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, distributed: bool = False) -> None:
+        super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget, distributed=distributed)
 
     def _denoise_subset(self, x, a, s, k, cls, trace, t=None):
         Y, gidx, _ = self._training(x.dtype, x.device, cls)
@@ -39,12 +39,17 @@ class NearestMachine(ScoreMachine):
             better = dmin < best_d  # strictly: an earlier chunk keeps its tie
             best_d = torch.where(better, dmin, best_d)
             best_i = torch.where(better, imin + n0, best_i)
-        x0 = Y[best_i].clone()
+        gbest = gidx.to(x.device)[best_i] if Y.shape[0] else torch.full_like(best_i, -1)
+        x0 = Y[best_i].clone() if Y.shape[0] else torch.zeros_like(x)
+        if self.distributed:  # the nearest over every rank's share (the lowest global index on ties)
+            from ..engines.distributed import gather_argmin
+
+            _, gbest, x0 = gather_argmin(best_d, torch.where(gbest < 0, torch.full_like(gbest, 2**52), gbest), x0)
         if not trace:
             return x0, None
         _, _, H, W = x.shape
         every = (B, H, W)
-        return x0, Trace(source_image=gidx.to(x.device)[best_i].view(B, 1, 1).expand(every).clone(),
+        return x0, Trace(source_image=gbest.view(B, 1, 1).expand(every).clone(),
                          source_pixel=torch.arange(H * W, device=x.device).view(1, H, W).expand(every).clone(),
                          weight=x.new_ones(every), effective=x.new_ones(every),
                          patch_size=torch.full((B,), -1, dtype=torch.long))

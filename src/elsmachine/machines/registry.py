@@ -57,10 +57,12 @@ def make_machine(
     threshold: float | None = None,
     temperature: float | None = None,
     sensitivity=None,
+    distributed: bool = False,
 ) -> ScoreMachine:
     """Build a machine by name: "ideal" (IS), "ls" (LS), "els" (ELS; zeros = boundary-broken),
     "nearest", "wiener", "stationary", "locality", "pspc", "pspc-flex". ``padding`` defaults to
-    "zeros" where a machine has one."""
+    "zeros" where a machine has one. ``distributed``: shard the candidate bank across the ranks of
+    an initialised ``torch.distributed`` group (every machine)."""
     takes = options_of(name)
     given = {"padding": padding, "patch_size": patch_size, "backend": None if backend == "auto" else backend,
              "approx_images": approx_images, "approx_radius": approx_radius, "threshold": threshold,
@@ -72,4 +74,5 @@ def make_machine(
                          f"got {', '.join(f'{k}={given[k]!r}' for k in refused)}")
     if "sensitivity" in takes and "sensitivity" not in given:
         raise InputError(f"the {name} machine needs a sensitivity (els sensitivity --model ...)")
-    return MACHINES[name](images, labels=labels, schedule=schedule, memory_budget=memory_budget, **given)
+    return MACHINES[name](images, labels=labels, schedule=schedule, memory_budget=memory_budget,
+                          distributed=distributed, **given)
