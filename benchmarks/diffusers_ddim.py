@@ -52,7 +52,7 @@ def main():
                         key = str(dtype).replace("torch.", "")
                         worst[key] = max(worst.get(key, 0.0), rel)
                         print(f"{beta:18s} offset {offset} {prediction:12s} {key} conditional={conditional}: "
-                              f"relative difference {rel:.2e}")
+                              f"relative difference {rel:.2e}", flush=True)
     for k, v in worst.items():
         print(f"largest relative difference in {k}: {v:.2e}")
 

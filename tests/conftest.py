@@ -1,7 +1,13 @@
 """Shared test helpers: small random training sets and queries, and the bundled data."""
 
-import pytest
-import torch
+import os
+
+# The GPU kernel's tests run it in Triton's interpreter on CPU tensors; Triton reads this when it
+# is first imported, which other libraries (torch's compiler, diffusers) may do first.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 def random_data(N=4, C=1, H=5, W=6, B=2, seed=0):

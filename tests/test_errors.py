@@ -48,7 +48,7 @@ def test_unknown_padding_and_machine_and_backend():
         (torch.randn(1, 6, 6), r"\[B, C, H, W\]"),
         (torch.randn(2, 1, 6, 5), r"training images are \(1, 6, 6\)"),
         (torch.randn(2, 3, 6, 6), r"training images are"),
-        (torch.zeros(2, 1, 6, 6, dtype=torch.long), "floating point"),
+        (torch.zeros(2, 1, 6, 6, dtype=torch.long), "floating point"),  # queries: float only
         (np.zeros((2, 1, 6, 6)), "torch tensor"),
     ],
 )
@@ -78,8 +78,8 @@ def test_bad_t(t):
 def test_bad_images():
     with raises(r"\[N, C, H, W\]"):
         em.IdealMachine(torch.rand(4, 6, 6))
-    with raises("floating point"):
-        em.IdealMachine(torch.zeros(4, 1, 6, 6, dtype=torch.uint8))
+    with raises("floating point in \\[-1, 1\\] or uint8 in 0..255, got dtype torch.int32"):
+        em.IdealMachine(torch.zeros(4, 1, 6, 6, dtype=torch.int32))
     with raises("empty"):
         em.IdealMachine(torch.zeros(0, 1, 6, 6))
 

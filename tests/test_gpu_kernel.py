@@ -3,15 +3,14 @@ Triton's interpreter on CPU tensors: both paddings, conditional, traced, its spl
 
 import os
 
-os.environ["TRITON_INTERPRET"] = "1"  # before Triton compiles anything: CPU tensors, no GPU
+import pytest
+import torch
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import elsmachine as em
+from elsmachine.errors import InputError
 
 pytest.importorskip("triton", reason="Triton is not installed (pip install triton; CI installs it)")
-
-import elsmachine as em  # noqa: E402
-from elsmachine.errors import InputError  # noqa: E402
+assert os.environ.get("TRITON_INTERPRET") == "1"  # set by conftest.py before anything imports Triton
 
 
 def small(seed=0, C=2):

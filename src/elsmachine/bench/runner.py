@@ -48,10 +48,13 @@ class BenchConfig:
     approx: int | None = None  # approximate mode: candidates from this many nearest images
     radius: int | None = None  # approximate mode: candidates within this many pixels of the query
     dtype: str = "float32"
+    device: str = "cpu"
+    backend: str = "auto"  # the engine of LS, ELS and IS (auto, native, triton, fused, explicit)
 
 
 def bench_grid(machines: list[str], ns: list[int], batches: list[int], *, steps: int, baseline: set[str],
-               skip: set[str], approx: list[int], radii: list[int]) -> list[BenchConfig]:
+               skip: set[str], approx: list[int], radii: list[int], device: str = "cpu",
+               backends: tuple[str, ...] = ("auto",)) -> list[BenchConfig]:
     """The configurations of one benchmark run: every machine x N x batch (less ``skip``; those
     named "machine:n:batch" in ``baseline`` also against the baseline), plus ELS zeros with
     each approximate setting (nearest images at batch 1, radius at batch 4)."""
@@ -61,10 +64,17 @@ def bench_grid(machines: list[str], ns: list[int], batches: list[int], *, steps:
     for what, vals in (("N", ns), ("batch", batches), ("--approx", approx)):
         if any(v < 1 for v in vals):
             raise InputError(f"{what} values must be positive integers, got {vals}")
+    from ..machines import BACKENDS
+
+    for be in backends:
+        if be not in BACKENDS:
+            raise InputError(f"unknown engine backend {be!r}; choose from {', '.join(BACKENDS)}")
     if any(r < 0 for r in radii):
         raise InputError(f"--approx-radius takes non-negative integers, got {radii}")
-    cfgs = [BenchConfig(machine=m, n=n, batch=b, steps=steps, baseline=f"{m}:{n}:{b}" in baseline)
-            for m in machines for n in ns for b in batches if f"{m}:{n}:{b}" not in skip]
+    cfgs = [BenchConfig(machine=m, n=n, batch=b, steps=steps, baseline=f"{m}:{n}:{b}" in baseline, device=device,
+                        backend=be)
+            for m in machines for be in (backends if m.startswith(("els", "ls")) else ("auto",))
+            for n in ns for b in batches if f"{m}:{n}:{b}" not in skip]
     for K in approx:
         if all(K >= n for n in ns):
             raise InputError(f"--approx {K}: no N is larger ({', '.join(map(str, ns))}), so there is nothing to approximate")
@@ -132,13 +142,22 @@ def run_one(cfg: BenchConfig) -> dict:
         takes = options_of(name)
         given = {"padding": padding, "patch_size": ks, "sensitivity": _square_windows(cfg) if name == "pspc-flex" else None,
                  **approx}
+        given["backend"] = None if cfg.backend == "auto" else cfg.backend
         return make_machine(name, Y, **{k: v for k, v in given.items() if k in takes and v is not None})
 
+    dev = torch.device(cfg.device)
+
+    def sync():  # GPU work is asynchronous: time it to its end
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
     m = machine(approx_images=cfg.approx, approx_radius=cfg.radius)
-    noise = seed_noise(list(range(cfg.batch)), (1, 32, 32), dtype=dt)
+    noise = seed_noise(list(range(cfg.batch)), (1, 32, 32), dtype=dt, device=dev)
     ddim_sample(m, noise[:1], steps=2, patch_sizes=None if ks is None else [3, 3])  # warm up (compile, caches)
+    sync()
     t0 = time.perf_counter()
     out = ddim_sample(m, noise, steps=cfg.steps)
+    sync()
     seconds = time.perf_counter() - t0
     sizes = _sizes(cfg)
     flops = sum(flops_for(cfg.machine, k, min(cfg.n, cfg.approx or cfg.n), radius=cfg.radius) for k in sizes) * cfg.batch
@@ -146,6 +165,10 @@ def run_one(cfg: BenchConfig) -> dict:
     res = {**asdict(cfg), "seconds": seconds, "seconds_per_sample": seconds / cfg.batch, "pairs": pairs,
            "pairs_per_s": pairs / seconds, "gflops": flops / seconds / 1e9,
            "peak_mb": _peak_rss_mb(), "backend": _backend(m, noise)}
+    if dev.type != "cpu" and name in ("ls", "els"):  # the GPU paths against float64 on the same engine
+        exact = ddim_sample(m, noise.double(), steps=cfg.steps)
+        res["fidelity_max_abs"] = float((out.double() - exact).abs().max())
+        res["fidelity_min_r2"] = float((pearson(out.double(), exact) ** 2).min())
     if cfg.approx is not None or cfg.radius is not None:
         t1 = time.perf_counter()
         exact = ddim_sample(machine(), noise, steps=cfg.steps)
@@ -188,6 +211,8 @@ def _backend(m, x) -> str:
     """Which engine form a machine ran on: the compiled kernel, attention by matrix products,
     or, for the peers, their own form (masked products, box sums, statistics)."""
     if m.name in ("ls", "els"):
+        if m._use_triton(x):
+            return "triton"
         return "native" if m._use_native(x) else "attention"
     return {"ideal": "attention", "nearest": "distances", "wiener": "eigenbasis", "stationary": "fourier",
             "locality": "masked", "pspc": "box sums", "pspc-flex": "masked"}[m.name]

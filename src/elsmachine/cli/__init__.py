@@ -33,6 +33,14 @@ def _warn(message, category, filename, lineno, file=None, line=None):
     console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
 
 
+def _leave_group() -> None:
+    """Under torchrun: close the process group before the interpreter exits (gloo's threads
+    abort the process when it is left open)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 class OneLineErrors(TyperGroup):
     """The command group, with every error as one line and its exit code."""
 
@@ -51,6 +59,8 @@ class OneLineErrors(TyperGroup):
             _fail(str(e), 1)
         except typer.Abort:
             _fail("aborted", 1)
+        finally:
+            _leave_group()
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)

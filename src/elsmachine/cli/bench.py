@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..errors import InputError
-from .common import flag, out_console, parse_int_list, progress
+from .common import flag, out_console, parse_int_list, progress, resolve_device
 
 
 def bench(
@@ -19,6 +19,8 @@ def bench(
     skip: str = typer.Option("", help="Configurations (machine:n:batch, comma list) to leave out."),
     approx: str = typer.Option("", help="Approximate mode: also run ELS zeros, batch 1, for each N larger than K, with candidates from the K nearest images (comma list of K, e.g. 64,256; multiples of 64 fill the kernel blocks), against exact."),
     approx_radius: str = typer.Option("", help="Approximate mode: also run ELS zeros, batch 4, with candidates only within this many pixels of the query along each axis (comma list, e.g. 4,8), against exact."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N: where the machines run."),
+    backend: str = typer.Option("auto", help="Engines of LS and ELS to time, comma list of auto, native, triton, fused, explicit (each is a row)."),
     quick: bool = flag("--quick", help="A tiny run (N = 64, batch 1 and 2, 4 steps) that checks the benchmark itself."),
     out: Path = typer.Option(Path("bench.json"), "--out", "-o", help="The JSON report to write."),
 ):
@@ -41,7 +43,9 @@ def bench(
         base = {"els-zeros:64:1"}
     cfgs = bench_grid(names, ns, bs, steps=st, baseline=base, skip={v.strip() for v in skip.split(",") if v.strip()},
                       approx=parse_int_list(approx, "--approx") if approx.strip() else [],
-                      radii=parse_int_list(approx_radius, "--approx-radius") if approx_radius.strip() else [])
+                      radii=parse_int_list(approx_radius, "--approx-radius") if approx_radius.strip() else [],
+                      device=str(resolve_device(device)),
+                      backends=tuple(b.strip() for b in backend.split(",") if b.strip()) or ("auto",))
     with progress() as prog:
         task = prog.add_task("benchmark", total=len(cfgs))
         report = run_benchmark(cfgs, on_result=lambda r: prog.advance(task))
@@ -72,9 +76,10 @@ def bench(
                   f"final samples against exact: median r^2 {r['approx_median_r2']:.5f}, smallest {r['approx_min_r2']:.5f}"
                   + ("" if r["approx_min_r2"] >= 0.999 else " (below 0.999: not recommended)"))
         if "fidelity_max_abs" in r:
-            print(f"{r['machine']} N={r['n']} batch {r['batch']}: float32 samples against float64: max |difference| "
-                  f"{r['fidelity_max_abs']:.2e}, smallest r^2 {r['fidelity_min_r2']:.8f}; against the baseline: "
-                  f"max |difference| {r['baseline_max_diff']:.2e}")
+            print(f"{r['machine']} ({r['backend']}) N={r['n']} batch {r['batch']}: float32 samples against float64: "
+                  f"max |difference| {r['fidelity_max_abs']:.2e}, smallest r^2 {r['fidelity_min_r2']:.8f}"
+                  + (f"; against the baseline: max |difference| {r['baseline_max_diff']:.2e}"
+                     if "baseline_max_diff" in r else ""))
     print(f"wrote {out}")
     if failed:
         for r in failed:
