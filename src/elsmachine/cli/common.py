@@ -111,6 +111,11 @@ class Padding(str, Enum):
     circular = "circular"
 
 
+PADDING = typer.Option(Padding.zeros, help="zeros: boundary-broken ELS; circular: periodic.")
+TRACED_MACHINE = typer.Option(MachineName.els, "--machine", "-m", help="A machine that can be traced: ideal, ls, els, nearest or locality.")
+RECORDED_DATASET = typer.Option(None, "--dataset", help="As for els sample (default mnist5k); with --samples, the data the samples record.")
+
+
 class DType(str, Enum):
     float32 = "float32"
     float64 = "float64"

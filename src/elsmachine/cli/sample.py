@@ -18,6 +18,7 @@ from .common import (
     LIMIT,
     NOISE_SCHEDULE,
     NUM_CLASSES,
+    PADDING,
     PATCH_SCHEDULE,
     PER_CLASS,
     ROOT,
@@ -38,8 +39,8 @@ from .common import (
     parse_int_list,
     parse_patch_schedule,
     progress,
-    start_group,
     seed_range,
+    start_group,
 )
 
 
@@ -65,7 +66,7 @@ def patch_sizes_used(machine, grid) -> list[int] | None:
 
 def sample(
     machine: MachineName = typer.Option(MachineName.els, "--machine", "-m", help="ideal (IS), ls (LS), els (ELS), or a peer: nearest, wiener, stationary, locality, pspc, pspc-flex."),
-    padding: Padding = typer.Option(Padding.zeros, help="zeros: boundary-broken ELS; circular: periodic."),
+    padding: Padding = PADDING,
     patch_schedule: str = PATCH_SCHEDULE,
     steps: int = STEPS,
     num: int = typer.Option(10, "--num", "-n", help="Number of samples."),
