@@ -4,6 +4,7 @@ answers exactly what its float32 conversion answers."""
 
 import re
 import subprocess
+import warnings
 import sys
 from pathlib import Path
 
@@ -40,6 +41,11 @@ def test_a_uint8_bank_is_its_float32_conversion(name, tmp_path):
     mm = np.memmap(tmp_path / "bank.u8", dtype=np.uint8, mode="w+", shape=tuple(U.shape))
     mm[:] = U.numpy()
     assert torch.equal(em.make_machine(name, mm, memory_budget=small, **kw).denoise(x, 0.4), want)
+    mm.flush()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a read-only map is shared without a word
+        ro = np.memmap(tmp_path / "bank.u8", dtype=np.uint8, mode="r", shape=tuple(U.shape))
+        assert torch.equal(em.make_machine(name, ro, memory_budget=small, **kw).denoise(x, 0.4), want)
 
 
 def test_other_integer_images_are_refused():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import torch
 
@@ -22,7 +23,11 @@ def images_tensor(images, what: str = "images", *, uint8: bool = False) -> torch
     or not, is shared, not copied."""
     if not isinstance(images, torch.Tensor):
         try:
-            images = torch.as_tensor(images)
+            with warnings.catch_warnings():
+                # A read-only array (np.memmap(..., mode="r")) is shared as it is: machines never
+                # write into their training images, so torch's warning about it does not apply.
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                images = torch.as_tensor(images)
         except Exception as e:  # noqa: BLE001 - anything torch cannot read is bad input
             raise InputError(f"{what} must be a tensor or array, got {type(images).__name__}") from e
     if images.dim() != 4:
