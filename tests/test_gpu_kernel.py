@@ -62,3 +62,32 @@ def test_triton_backend_refuses_what_it_cannot_run():
     m = em.make_machine("els", Y, patch_size=3, backend="triton")
     with pytest.raises(InputError, match="triton backend cannot run here: the kernel takes float32 or float64"):
         m.denoise(x.half(), 0.5)
+
+
+def test_a_kernel_that_fails_is_one_error_or_under_auto_a_warning_and_the_attention_form(monkeypatch):
+    from elsmachine.engines import gpu
+    from elsmachine.errors import RunError
+    from elsmachine.machines.local import PatchMachine
+
+    class Broken:
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                raise RuntimeError("PTX assembly failed\nmore lines")
+            return launch
+
+    monkeypatch.setattr(gpu, "_kernel", lambda: Broken())
+    Y, x = small()
+    with pytest.raises(RunError, match="the Triton kernel failed on cpu: RuntimeError: PTX assembly failed$"):
+        em.make_machine("els", Y, patch_size=3, backend="triton").denoise(x, 0.5)
+    # auto picks the kernel only for CUDA tensors: pretend these are, and the kernel breaks.
+    auto = em.make_machine("els", Y, patch_size=3)
+    monkeypatch.setattr(PatchMachine, "_use_triton", lambda self, x: not getattr(self, "_triton_failed", False))
+    with pytest.warns(UserWarning, match="the Triton kernel failed on cpu .* using the attention form instead"):
+        got = auto.denoise(x, 0.5)
+    want = em.make_machine("els", Y, patch_size=3, backend="explicit").denoise(x, 0.5)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning: it keeps to the other form
+        auto.denoise(x, 0.3)

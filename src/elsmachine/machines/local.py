@@ -25,7 +25,7 @@ import torch
 from .. import checks
 from ..engines import attend
 from ..engines import displacement as disp
-from ..errors import InputError
+from ..errors import InputError, RunError
 from ..noise import NoiseSchedule
 from ..patch_schedule import PatchSchedule, as_patch_schedule
 from .base import DEFAULT_MEMORY_BUDGET, PatchSized, ScoreMachine, Trace, as_float
@@ -129,7 +129,18 @@ class PatchMachine(PatchSized, ScoreMachine):
         """Denoise x against the training images Y (global indices gidx); ``cache`` names the
         candidate set for the key cache (None: do not cache)."""
         if self._use_triton(x):
-            return self._denoise_triton(x, a, s, k, Y, gidx, trace)
+            try:
+                return self._denoise_triton(x, a, s, k, Y, gidx, trace)
+            except InputError:
+                raise
+            except Exception as e:  # noqa: BLE001 - Triton's compiler or driver, on this GPU
+                if self.backend == "triton":
+                    raise RunError(f"the Triton kernel failed on {x.device}: {type(e).__name__}: "
+                                   f"{str(e).splitlines()[0] if str(e) else ''}") from None
+                # auto: say so once, then keep to the attention form on this machine
+                warnings.warn(f"the Triton kernel failed on {x.device} ({type(e).__name__}); using the attention "
+                              f"form instead", stacklevel=4)
+                self._triton_failed = True
         if self._use_native(x):
             return self._denoise_native(x, a, s, k, Y, gidx, trace, cache)
         return self._denoise_attention(x, a, s, k, Y, gidx, mu, trace, cache)
@@ -143,7 +154,8 @@ class PatchMachine(PatchSized, ScoreMachine):
                 raise InputError(f"the triton backend cannot run here: {why}")
             return True
         # auto: the kernel for CUDA tensors where Triton is installed (the CPU has its own).
-        return self.backend == "auto" and x.device.type == "cuda" and gpu.available(x) and self.approx_radius is None
+        return (self.backend == "auto" and x.device.type == "cuda" and gpu.available(x) and self.approx_radius is None
+                and not getattr(self, "_triton_failed", False))
 
     def _denoise_triton(self, x, a, s, k, Y, gidx, trace):
         from ..engines.gpu import TritonStream
