@@ -214,6 +214,9 @@ EMPTY = "EMPTY_DIR"
     (["bench", "--n", "0"], 2, "positive integers"),
     (["bench", "--approx", "64", "--n", "64"], 2, "nothing to approximate"),
     (["bench", "--machines", "els-reflect"], 2, "unknown machine 'els-reflect'"),
+    (["bench", "--backend", "cuda"], 2, "unknown engine backend 'cuda'"),
+    (["bench", "--device", "cuda"], 2, "device 'cuda' was asked for"),
+    (["compare", "--model", "mnist5k-resnet", "--parallel", "ranks", "--out", "OUT/c"], 2, "'--parallel'"),
 ])
 def test_every_bad_input_is_one_line_before_any_work(tmp_path, args, code, phrase):
     (tmp_path / EMPTY).mkdir()
