@@ -1,6 +1,5 @@
-"""The GPU form of the engine for LS and ELS: a Triton kernel (docs/theory.md, "How it computes";
-the paper's equivariant local score, eq. 9, and the streaming softmax of "The computation is
-attention").
+"""The GPU form of the engine for LS and ELS: a Triton kernel (docs/theory.md, "How it computes"
+and "The computation is attention"; the paper's local and equivariant local score machines).
 
 One program takes one output pixel q of one noisy image and one split of its candidates: every
 (training image n, candidate pixel p) where p sees q (``candidates.pixel_classes``: the same pixel
