@@ -79,10 +79,11 @@ def start_group(device: str):
     from ..engines.distributed import join
 
     dev = resolve_device(device)
-    group = join(dev)
-    if group.world > 1 and dev.type == "cuda" and dev.index is None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dev.type == "cuda" and dev.index is None:
+        # Each process its own GPU, chosen before NCCL starts so its communicator binds there.
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(dev)
+    group = join(dev)
     if not group.main:
         warnings.simplefilter("ignore")
         console.quiet = True
