@@ -128,15 +128,21 @@ def gaussian_posterior_mean(x, t, mu, cov):
     return (mu + (a * cov @ z).T).reshape(x.shape)
 
 
-def wiener(x, t, Y):
-    """The Wiener machine from its definition: mean, covariance (1/N), eigendecomposition."""
-    a, s = coefficients(t)
+def moments(Y):
+    """The training set's mean, and the eigenvalues (clamped at 0) and eigenvectors of its
+    covariance (1/N), in float64."""
     N = Y.shape[0]
     flat = Y.double().reshape(N, -1)
     mu = flat.mean(0)
     cov = (flat - mu).T @ (flat - mu) / N
     lam, U = torch.linalg.eigh(cov)
-    lam = lam.clamp_min(0)
+    return mu, lam.clamp_min(0), U
+
+
+def wiener(x, t, Y):
+    """The Wiener machine from its definition: mean, covariance (1/N), eigendecomposition."""
+    a, s = coefficients(t)
+    mu, lam, U = moments(Y)
     xf = x.double().reshape(x.shape[0], -1)
     return (mu + ((xf - a * mu) @ U * (a * lam / (a * a * lam + s * s))) @ U.T).reshape(x.shape)
 
@@ -159,10 +165,7 @@ def locality(x, t, Y, threshold=0.02, temperature=1.0):
     a, s = coefficients(t)
     N = Y.shape[0]
     flat = Y.double().reshape(N, -1)
-    mu = flat.mean(0)
-    cov = (flat - mu).T @ (flat - mu) / N
-    lam, U = torch.linalg.eigh(cov)
-    lam = lam.clamp_min(0)
+    _, lam, U = moments(Y)
     P = U @ torch.diag(a * a * lam / (a * a * lam + s * s)) @ U.T
     D = P.shape[0]
     M = torch.zeros_like(P)

@@ -134,6 +134,11 @@ class Group:
         _dist().broadcast_object_list(box, src=0)
         return box[0]
 
+    def read(self, path, load):
+        """``load(path)`` read by rank 0 where the file exists (None where it does not), on
+        every rank: the files of a run are rank 0's, and may be on its node only."""
+        return self.agree(load(path) if self.main and path.exists() else None)
+
     def barrier(self) -> None:
         if self.world > 1:
             _dist().barrier()

@@ -68,6 +68,12 @@ def _similarities(network, machine, noise, labels, sizes, steps, criterion, on_s
     return best, sim
 
 
+def _load_seed(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """A finished seed's best sizes [steps, 1] and similarities [steps, sizes, 1]."""
+    with np.load(path) as d:
+        return torch.from_numpy(d["best"]), torch.from_numpy(d["sim"])
+
+
 def calibrate(
     network,
     machine,
@@ -119,11 +125,7 @@ def calibrate(
             lab = None if labels is None else labels[b : b + 1]
             label_tag = "" if lab is None else f"-class{int(lab)}"
             path = work / f"seed{seed:06d}{label_tag}-{key}.npz"
-            done = None
-            if group.main and path.exists():
-                with np.load(path) as d:
-                    done = (torch.from_numpy(d["best"]), torch.from_numpy(d["sim"]))
-            done = group.agree(done)
+            done = group.read(path, _load_seed)
             if done is not None:
                 per_seed.append(done)
                 if on_step is not None:

@@ -131,7 +131,7 @@ def compare(
     shape = tuple(train_images.shape[1:])
     for seed in seeds:
         path = _seed_file(out, seed)
-        rec = group.agree(_load(path) if group.main and path.exists() else None)
+        rec = group.read(path, _load)
         todo = [n for n in machines if rec is None or str(rec.get(f"key_{n}", "")) != keys[n]]
         if not todo:
             if on_seed is not None:

@@ -258,11 +258,15 @@ class ScoreMachine:
 
     def _raw(self, cls):
         """Training images of class ``cls`` (all if None) as stored (uint8 stays uint8; all of
-        them without a copy) and their global indices: for engines that convert block by block."""
+        them without a copy; a class's gathered once) and their global indices: for engines that
+        convert block by block."""
         if cls is None:
             return self.images, self._global
-        idx = self._class_index.get(cls, torch.zeros(0, dtype=torch.long))
-        return self.images[idx], self._global[idx]
+        hit = self._data.get(("stored", cls))
+        if hit is None:
+            idx = self._class_index.get(cls, torch.zeros(0, dtype=torch.long))
+            hit = self._data[("stored", cls)] = (self.images[idx], self._global[idx])
+        return hit
 
     def _combine(self, state) -> None:
         """Before a state is finalised: on a sharded machine, merge it with every rank's (its

@@ -71,6 +71,7 @@ class PatchMachine(PatchSized, ScoreMachine):
             if backend not in ("auto", "native"):
                 raise InputError(f"approx_radius needs the native backend, not backend={backend!r}")
         self.approx_radius = approx_radius
+        self._triton_failed = False  # set when the Triton kernel failed here under backend="auto"
 
     def _checked_size(self, k: int) -> int:
         """Zero padding: a window of 2 max(H, W) - 1 already sees the whole image from every
@@ -101,13 +102,14 @@ class PatchMachine(PatchSized, ScoreMachine):
         return self.backend == "auto" and disp.available(x)
 
     def _denoise_subset(self, x, a, s, k, cls, trace, t=None):
-        if self.images.dtype == torch.uint8 and self.approx_images is None and not self._use_triton(x) \
-                and self._use_native(x):
-            # A uint8 bank streams as it is stored, converted one block at a time.
-            Y, gidx = self._raw(cls)
-            return self._denoise_native(x, a, s, k, Y, gidx, trace, cache=cls)
+        stored, gidx = self._raw(cls)
+        exact = self.approx_images is None or self.approx_images >= stored.shape[0]
+        if exact and not self._use_triton(x) and self._use_native(x):
+            # The kernel streams the images as stored, converted one block at a time (a uint8
+            # bank stays uint8; a float one is not copied).
+            return self._denoise_native(x, a, s, k, stored, gidx, trace, cache=cls)
         Y, gidx, mu = self._training(x.dtype, x.device, cls)
-        if self.approx_images is None or self.approx_images >= Y.shape[0]:
+        if exact:
             return self._denoise_on(x, a, s, k, Y, gidx, mu, trace, cache=cls)
         # Approximate mode: each image meets only the patches of its approx_images nearest
         # training images, |x - a Y_n|, chosen afresh at every call (coarse to fine).
@@ -126,8 +128,9 @@ class PatchMachine(PatchSized, ScoreMachine):
                            ("source_image", "source_pixel", "weight", "effective", "patch_size")))
 
     def _denoise_on(self, x, a, s, k, Y, gidx, mu, trace, cache):
-        """Denoise x against the training images Y (global indices gidx); ``cache`` names the
-        candidate set for the key cache (None: do not cache)."""
+        """Denoise x against the training images Y (global indices gidx; the approximate mode's
+        nearest images reach the kernel here); ``cache`` names the candidate set for the key
+        cache (None: do not cache)."""
         if self._use_triton(x):
             try:
                 return self._denoise_triton(x, a, s, k, Y, gidx, trace)
@@ -155,7 +158,7 @@ class PatchMachine(PatchSized, ScoreMachine):
             return True
         # auto: the kernel for CUDA tensors where Triton is installed (the CPU has its own).
         return (self.backend == "auto" and x.device.type == "cuda" and gpu.available(x) and self.approx_radius is None
-                and not getattr(self, "_triton_failed", False))
+                and not self._triton_failed)
 
     def _denoise_triton(self, x, a, s, k, Y, gidx, trace):
         from ..engines.gpu import TritonStream
