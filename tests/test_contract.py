@@ -145,8 +145,8 @@ def test_the_kernel_arguments_are_read_from_their_one_declaration():
     from elsmachine.engines import native
 
     fields = [name for name, _ in native.args_type()._fields_]
-    assert len(fields) == 27 and fields[0] == "x" and fields[-1] == "nthreads"
-    assert native.block_size() == 64
+    assert len(fields) == 30 and fields[0] == "x" and fields[-1] == "gk"
+    assert native.block_size() == 64 and native.max_sizes() == 128
 
 
 def tiny_network(tmp_path):

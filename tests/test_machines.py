@@ -48,6 +48,45 @@ def test_segmented_window_sums_match_reference(padding, k, H, W, data):
 
 @pytest.mark.parametrize("kind", ["ls", "els"])
 @pytest.mark.parametrize("padding", ["zeros", "circular"])
+def test_every_size_from_one_pass_matches_the_reference(kind, padding, data):
+    """denoise_sizes: each size as the reference gives it, in the order asked (unsorted, with a
+    repeat), over more than one block of 64 images, sizes below and above the segment sums'
+    threshold, per-image times and classes; float32 close to float64."""
+    Y, x = data(N=70, C=2, H=7, W=9, B=3, seed=3)
+    labels = torch.arange(70) % 2
+    cls = em.LocalMachine if kind == "ls" else em.ELSMachine
+    m = cls(Y, padding=padding, labels=labels, backend="native")
+    sizes = [9, 1, 3, 7, 5, 3, 11]
+    t = torch.tensor([0.1, 0.5, 0.95])
+    lab = torch.tensor([1, 0, 1])
+    outs = m.denoise_sizes(x, t, sizes, labels=lab)
+    outs32 = m.denoise_sizes(x.float(), t, sizes, labels=lab)
+    assert len(outs) == len(sizes)
+    for k, out, out32 in zip(sizes, outs, outs32):
+        for b in range(3):
+            expect = ref.patch_machine(kind, x[b : b + 1], float(t[b]), Y[labels == lab[b]], k, padding)
+            torch.testing.assert_close(out[b : b + 1], expect, rtol=0, atol=1e-12)
+        assert out32.dtype == torch.float32
+        torch.testing.assert_close(out32.double(), out, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("padding", ["zeros", "circular"])
+def test_one_pass_keeps_approx_radius_and_falls_back_size_by_size(padding, data):
+    Y, x = data(N=5, C=1, H=8, W=9, B=2, seed=2)
+    near = em.ELSMachine(Y, padding=padding, approx_radius=2)
+    for k, out in zip([3, 5, 7], near.denoise_sizes(x, 0.3, [3, 5, 7])):
+        torch.testing.assert_close(out, near.denoise(x, 0.3, patch_size=k), rtol=0, atol=1e-12)
+    attention = em.ELSMachine(Y, padding=padding, backend="fused")
+    for k, out in zip([5, 3], attention.denoise_sizes(x, 0.3, [5, 3])):
+        torch.testing.assert_close(out, attention.denoise(x, 0.3, patch_size=k), rtol=0, atol=0)
+    with pytest.raises(em.InputError, match="at least one"):
+        near.denoise_sizes(x, 0.3, [])
+    with pytest.raises(em.InputError, match="odd"):
+        near.denoise_sizes(x, 0.3, [3, 4])
+
+
+@pytest.mark.parametrize("kind", ["ls", "els"])
+@pytest.mark.parametrize("padding", ["zeros", "circular"])
 def test_three_channels_and_per_image_times(kind, padding, data):
     Y, x = data(N=3, C=3, H=4, W=5, B=2, seed=1)
     cls = em.LocalMachine if kind == "ls" else em.ELSMachine

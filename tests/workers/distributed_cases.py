@@ -56,6 +56,9 @@ def results(distributed: bool) -> dict:
             lab = torch.tensor([0, 2, 1]) if cond else None
             for t in (0.3, 0.9):
                 out[f"{key}-{t}-x0"] = m.denoise(x, t, labels=lab)
+                if name in ("ls", "els") and kw["backend"] == "native":  # every size from one pass
+                    for k, o in zip((1, 3, 5, 7), m.denoise_sizes(x, t, [1, 3, 5, 7], labels=lab)):
+                        out[f"{key}-{t}-sizes{k}"] = o
                 if traced:
                     _, tr = m.denoise_traced(x, t, labels=lab)
                     out[f"{key}-{t}-source"] = tr.source_image * 10_000 + tr.source_pixel

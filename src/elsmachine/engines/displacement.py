@@ -80,23 +80,43 @@ def _addr(t: torch.Tensor | None) -> int | None:
 class DisplacementStream:
     """Running softmax state for query images X (laid out by :func:`pad_images`), fed chunks
     of candidate images; per pixel the state of :class:`SoftmaxState`, and optionally the
-    best candidate's image and pixel."""
+    best candidate's image and pixel.
 
-    def __init__(self, X: torch.Tensor, ox: int, H: int, W: int, k: int, a: torch.Tensor, s: torch.Tensor,
-                 groups: torch.Tensor, *, trace: bool = False) -> None:
-        self.X, self.ox, self.H, self.W, self.k = X, ox, H, W, k
+    Several patch sizes at once: ``k`` a sequence of increasing sizes and ``groups`` one
+    rectangle tensor per size (X padded for the largest); the state then stacks the sizes,
+    [len(k) * B, H, W] (size j at rows j * B .. j * B + B - 1), and there is no trace.
+    """
+
+    def __init__(self, X: torch.Tensor, ox: int, H: int, W: int, k, a: torch.Tensor, s: torch.Tensor,
+                 groups, *, trace: bool = False) -> None:
+        self.X, self.ox, self.H, self.W = X, ox, H, W
         B, C = X.shape[:2]
         self.C = C
         self.trace = trace
         self.a = a.to(X.dtype).contiguous()
         self.inv2s2 = (1.0 / (2.0 * s.to(torch.float64) ** 2)).to(X.dtype).contiguous()
-        self.groups = groups.to(torch.int32).contiguous()
-        self.state = SoftmaxState.empty((B, H, W), C, value_dim=1, device=X.device)
+        lib = native.library()
+        if isinstance(k, int):
+            self.k, self.sizes, self.starts = k, None, None
+            self.groups = groups.to(torch.int32).contiguous()
+            self._fn = lib.els_stream_f32 if X.dtype == torch.float32 else lib.els_stream_f64
+        else:
+            if trace:
+                raise ValueError("several patch sizes at once carry no trace")
+            if list(k) != sorted(set(k)) or len(k) != len(groups) or len(k) > native.max_sizes():
+                raise ValueError(f"sizes {list(k)} must increase, number at most {native.max_sizes()}, "
+                                 f"and come with one group tensor each")
+            self.k = k[-1]
+            self.sizes = torch.tensor(list(k), dtype=torch.int32)
+            self.starts = torch.tensor([0, *torch.tensor([g.shape[0] for g in groups]).cumsum(0).tolist()],
+                                       dtype=torch.int32)
+            self.groups = torch.cat(list(groups)).to(torch.int32).contiguous()
+            self._fn = lib.els_stream_sizes_f32 if X.dtype == torch.float32 else lib.els_stream_sizes_f64
+        nk = 1 if self.sizes is None else len(self.sizes)
+        self.state = SoftmaxState.empty((nk * B, H, W), C, value_dim=1, device=X.device)
         self.source_image = torch.zeros((B, H, W), dtype=torch.int64) if trace else None
         self.source_pixel = torch.zeros((B, H, W), dtype=torch.int64) if trace else None
         self.seen = 0
-        lib = native.library()
-        self._fn = lib.els_stream_f32 if X.dtype == torch.float32 else lib.els_stream_f64
 
     def feed(self, Y: torch.Tensor, n: int, oy: int) -> None:
         """Stream ``n`` candidate images laid out by :func:`candidate_blocks` as Y [nb, HY, WY, C, NB]."""
@@ -111,7 +131,8 @@ class DisplacementStream:
             a=_addr(self.a), inv2s2=_addr(self.inv2s2), groups=_addr(self.groups), g=self.groups.shape[0],
             h=self.H, w=self.W, m=_addr(st.m), l=_addr(st.l), u=_addr(st.u), tl=_addr(st.best), acc=_addr(st.acc),
             tn=_addr(self.source_image), tp=_addr(self.source_pixel), n_offset=self.seen,
-            nthreads=torch.get_num_threads(),
+            nthreads=torch.get_num_threads(), nk=0 if self.sizes is None else len(self.sizes),
+            ks=_addr(self.sizes), gk=_addr(self.starts),
         )
         if self._fn(ctypes.byref(args)) != 0:
             raise MemoryError("the displacement kernel could not allocate its per-thread state")

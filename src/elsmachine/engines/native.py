@@ -24,7 +24,7 @@ import threading
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["library", "status", "args_type", "block_size"]
+__all__ = ["library", "status", "args_type", "block_size", "max_sizes"]
 
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-std=gnu11"]
 _lock = threading.Lock()
@@ -105,10 +105,11 @@ def _build() -> ctypes.CDLL:
             _run([cc, "-shared", "-fopenmp", *objs, "-o", str(so)])
             os.replace(so, out)
     lib = ctypes.CDLL(str(out))
-    for fn in (lib.els_stream_f32, lib.els_stream_f64):
+    for fn in (lib.els_stream_f32, lib.els_stream_f64, lib.els_stream_sizes_f32, lib.els_stream_sizes_f64):
         fn.argtypes = [ctypes.POINTER(args_type())]
         fn.restype = ctypes.c_int
     lib.els_block_size.restype = ctypes.c_int
+    lib.els_max_sizes.restype = ctypes.c_int
     return lib
 
 
@@ -151,3 +152,11 @@ def block_size() -> int:
     if lib is None:
         raise RuntimeError(f"the displacement kernel is not in use: {status()}")
     return int(lib.els_block_size())
+
+
+def max_sizes() -> int:
+    """Patch sizes one call of the kernel's several-sizes entry takes at most."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError(f"the displacement kernel is not in use: {status()}")
+    return int(lib.els_max_sizes())

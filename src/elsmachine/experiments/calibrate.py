@@ -2,7 +2,8 @@
 schedules"; the paper's calibration).
 
 From each seed, the network's own deterministic DDIM trajectory is run (by :func:`ddim_sample`).
-At every step, on the network's x_t, each candidate size k gives the machine's score
+At every step, on the network's x_t, each candidate size k gives the machine's score (all sizes
+from one pass over the candidates where the machine's engine allows: ``denoise_sizes``)
 -(x_t - a x0_hat_k) / s^2, which is compared with the network's score: by cosine similarity
 (default) or by L2 distance. The best size per (step, seed) is kept, and the schedule takes,
 per step, the median over seeds (the lower median, so the size is one that was actually
@@ -54,8 +55,12 @@ def _similarities(network, machine, noise, labels, sizes, steps, criterion, on_s
         i, t, x_t = info["i"], info["t"], info["x"]
         a, s = sched.alpha(t), sched.sigma(t)
         score_net = -(x_t - a * info["x0_hat"]) / (s * s)
-        for j, k in enumerate(sizes):
-            score_m = -(x_t - a * machine.denoise(x_t, t, labels=labels, patch_size=k)) / (s * s)
+        if hasattr(machine, "denoise_sizes"):  # every size from one pass over the candidates
+            x0s = machine.denoise_sizes(x_t, t, sizes, labels=labels)
+        else:
+            x0s = [machine.denoise(x_t, t, labels=labels, patch_size=k) for k in sizes]
+        for j, x0 in enumerate(x0s):
+            score_m = -(x_t - a * x0) / (s * s)
             if criterion == "cosine":
                 sim[i, j] = cosine(score_m, score_net)
             else:

@@ -324,6 +324,11 @@ class PatchSized:
     def _checked_size(self, k: int) -> int:
         return k
 
+    def denoise_sizes(self, x: torch.Tensor, t, sizes, labels=None) -> list[torch.Tensor]:
+        """x0_hat at each patch size of ``sizes`` (in that order), as ``denoise(..., patch_size=k)``
+        gives it; machines whose engine shares work between sizes do so."""
+        return [self.denoise(x, t, labels, patch_size=k) for k in sizes]
+
     def sizes_on(self, grid: torch.Tensor) -> list[int]:
         """The patch size this machine uses at each step of ``grid`` (descending, ending at 0)."""
         return self._sizes(grid[:-1], None)

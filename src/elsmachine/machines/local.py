@@ -182,27 +182,34 @@ class PatchMachine(PatchSized, ScoreMachine):
         return x0, Trace(source_image=code // HW, source_pixel=code % HW, weight=fin.weight.to(x.dtype),
                          effective=fin.effective.to(x.dtype), patch_size=torch.full((B,), k, dtype=torch.long))
 
+    def _feed_native(self, stream, x, Y, k, cache) -> None:
+        """Stream the training images Y (as stored) through the kernel's ``stream``, laid out
+        for size k: all at once from the key cache where they fit, else in chunks."""
+        C, H, W = x.shape[1:]
+        nb = disp.native.block_size()
+        per_image = C * (2 * H + 2 * k) * (2 * W + 2 * k) * x.element_size()  # an upper bound
+        key = None if cache is None else ("native", self.padding, k, cache, x.dtype, x.device)
+        padded_n = -(-Y.shape[0] // nb) * nb  # blocks are filled up to a whole block of images
+        if not Y.shape[0]:  # a sharded machine's rank may hold no image of a class
+            return
+        whole = self._cached_keys(key, per_image * padded_n,
+                                  lambda: disp.candidate_blocks(as_float(Y, x.dtype, x.device), k, self.padding)[0])
+        if whole is not None:
+            stream.feed(whole, Y.shape[0], k // 2)
+            self._report(Y.shape[0], Y.shape[0])
+            return
+        per = max(nb, (self.memory_budget // 4) // per_image // nb * nb)
+        for n0 in range(0, Y.shape[0], per):
+            Yc = as_float(Y[n0 : n0 + per], x.dtype, x.device)  # uint8 banks: one block at a time
+            stream.feed(disp.candidate_blocks(Yc, k, self.padding)[0], Yc.shape[0], k // 2)
+            self._report(n0 + Yc.shape[0], Y.shape[0])
+
     def _denoise_native(self, x, a, s, k, Y, gidx, trace, cache):
         B, C, H, W = x.shape
         X, ox = disp.pad_images(x, k, self.padding, extended=False)
         groups = rectangles(self.name, self.padding, H, W, k, self.approx_radius)
         stream = disp.DisplacementStream(X, ox, H, W, k, a, s, groups, trace=trace)
-        nb = disp.native.block_size()
-        per_image = C * (2 * H + 2 * k) * (2 * W + 2 * k) * x.element_size()  # an upper bound
-        key = None if cache is None else ("native", self.padding, k, cache, x.dtype, x.device)
-        padded_n = -(-Y.shape[0] // nb) * nb  # blocks are filled up to a whole block of images
-        if Y.shape[0]:  # a sharded machine's rank may hold no image of a class
-            whole = self._cached_keys(key, per_image * padded_n,
-                                      lambda: disp.candidate_blocks(as_float(Y, x.dtype, x.device), k, self.padding)[0])
-            if whole is not None:
-                stream.feed(whole, Y.shape[0], k // 2)
-                self._report(Y.shape[0], Y.shape[0])
-            else:
-                per = max(nb, (self.memory_budget // 4) // per_image // nb * nb)
-                for n0 in range(0, Y.shape[0], per):
-                    Yc = as_float(Y[n0 : n0 + per], x.dtype, x.device)  # uint8 banks: one block at a time
-                    stream.feed(disp.candidate_blocks(Yc, k, self.padding)[0], Yc.shape[0], k // 2)
-                    self._report(n0 + Yc.shape[0], Y.shape[0])
+        self._feed_native(stream, x, Y, k, cache)
         HW = H * W
         if trace:  # the best candidate as a global code: image * H * W + pixel
             img = gidx[stream.source_image] if Y.shape[0] else torch.zeros_like(stream.source_image)
@@ -215,6 +222,41 @@ class PatchMachine(PatchSized, ScoreMachine):
         code = stream.state.source
         return x0, Trace(source_image=code // HW, source_pixel=code % HW, weight=res.weight, effective=res.effective,
                          patch_size=torch.full((B,), k, dtype=torch.long))
+
+    def _native_sizes(self, x, a, s, ks, Y, cache) -> list[torch.Tensor]:
+        """x0_hat at each of the increasing sizes ``ks`` from one pass of the kernel over Y."""
+        B, C, H, W = x.shape
+        X, ox = disp.pad_images(x, ks[-1], self.padding, extended=False)
+        groups = [rectangles(self.name, self.padding, H, W, k, self.approx_radius) for k in ks]
+        stream = disp.DisplacementStream(X, ox, H, W, list(ks), a, s, groups)
+        self._feed_native(stream, x, Y, ks[-1], cache)
+        self._combine(stream.state)
+        return list(stream.result().out.to(x.dtype).view(len(ks), B, C, H, W))
+
+    def denoise_sizes(self, x: torch.Tensor, t, sizes, labels=None) -> list[torch.Tensor]:
+        """x0_hat at each patch size of ``sizes`` (in that order): ``denoise(x, t, labels,
+        patch_size=k)`` for each k, to rounding, from one pass over the candidates where the
+        compiled kernel runs (docs/theory.md, "Patch schedules"); elsewhere size by size."""
+        ks = [self._checked_size(checks.patch_size(k, "patch sizes")) for k in sizes]
+        if not ks:
+            raise InputError("give at least one patch size")
+        x = checks.query(x, self.image_shape)
+        if len(set(ks)) == 1 or self.approx_images is not None or self._use_triton(x) or not self._use_native(x):
+            return [self.denoise(x, t, labels, patch_size=k) for k in ks]
+        B = x.shape[0]
+        tt = checks.times(t, B)
+        a, s = self.schedule.coefficients(tt, x)
+        uniq = sorted(set(ks))
+        outs = {k: torch.empty_like(x) for k in uniq}
+        most = disp.native.max_sizes()
+        for bidx, cls, _ in self._subsets(labels, [None] * B, B):
+            sel = bidx.to(x.device)
+            stored, _ = self._raw(cls)
+            for j0 in range(0, len(uniq), most):
+                part = uniq[j0 : j0 + most]
+                for k, o in zip(part, self._native_sizes(x[sel], a[sel], s[sel], part, stored, cls)):
+                    outs[k][sel] = o
+        return [outs[k] for k in ks]
 
     def _layout(self, H: int, W: int, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The pixel classes, stacked into blocks (queries [G, Q], candidates [G, P]) of classes

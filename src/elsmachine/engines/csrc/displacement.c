@@ -25,6 +25,9 @@
  * most 3 x 3 groups. Circular ELS: the candidate arrays are periodic extensions, every
  * displacement 0..H-1 x 0..W-1 taken once. LS: displacement 0 over the whole image.
  *
+ * els_stream takes one patch size; els_stream_sizes takes several at once and computes each
+ * product image once for all of them (calibration; see run_sizes).
+ *
  * Compiled twice from this file: REAL = float, and REAL = double with -DELS_DOUBLE.
  */
 #include <math.h>
@@ -71,11 +74,17 @@ typedef struct {
     int64_t *tp;            /* [B][H][W] best candidate's flat source pixel, or NULL */
     int64_t n_offset;       /* index of y's first image in the caller's stream */
     int nthreads;
+    int nk;                 /* els_stream_sizes: number of patch sizes (k: the largest) */
+    const int *ks;          /* [nk] the sizes, increasing */
+    const int *gk;          /* [nk + 1] size j's groups are groups[gk[j] .. gk[j + 1]) */
 } els_args;
 
+/* At most this many sizes in one els_stream_sizes call: they sit in small arrays on the stack. */
+#define MAX_SIZES 128
 #ifndef ELS_DOUBLE
 /* The block size, so the Python side lays out candidate blocks with the kernel's own. */
 int els_block_size(void) { return NB; }
+int els_max_sizes(void) { return MAX_SIZES; }
 #endif
 /* From this window size on, window sums go by segments (see run_item), a few operations a sum
  * instead of k. */
@@ -298,6 +307,81 @@ static inline void FN(suffix_sums)(REAL *seg, int n, size_t len) {
     }
 }
 
+/* One row of the squared-difference image: D[j][v] = sum_c (x_c[j] - a y_vc[j])^2 for j < nc,
+ * x the query row (channel planes planeX apart), y the candidate row ([j][C][NB]). */
+static inline __attribute__((always_inline)) void FN(product_row)(REAL *D, const REAL *xr, const REAL *yr, int nc,
+                                                                 int C, REAL a, size_t planeX, size_t pixY) {
+    for (int j = 0; j < nc; j++) {
+        REAL *Dj = D + (size_t)j * NB;
+        const REAL *y = yr + (size_t)j * pixY;
+        const REAL x0 = xr[j];
+        for (int v = 0; v < NB; v++) {
+            REAL e = x0 - a * y[v];
+            Dj[v] = e * e;
+        }
+        for (int c = 1; c < C; c++) {
+            const REAL xc = xr[j + c * planeX];
+            const REAL *yc = y + (size_t)c * NB;
+            for (int v = 0; v < NB; v++) {
+                REAL e = xc - a * yc[v];
+                Dj[v] += e * e;
+            }
+        }
+    }
+}
+
+/* Along one row of column sums Vw [nc][NB] (nc = outputs + 2h): the window sums of k columns
+ * and the update of each output's query pixel. Output j is state entry q0 + j, its candidate's
+ * values vals0 + j * pixY and its (trace) source pixel prow + (pc0 + j) mod W. For
+ * k >= SEG_MIN_K, by segments of k columns, and Vw is rewritten into suffix sums one segment
+ * ahead of the prefix that reads its original values; L and T are [NB] scratch. */
+static inline __attribute__((always_inline)) void FN(row_pass)(FN(state_t) *st, size_t Q, int C, REAL *Vw, int nc,
+                                                              int k, REAL *L, REAL *T, REAL inv2s2, size_t q0,
+                                                              const REAL *vals0, size_t pixY, int valid, int trace,
+                                                              int64_t n_base, int64_t prow, int pc0, int W) {
+#define EMIT(j, S, S2)                                                                                     \
+    FN(emit)(st, q0 + (j), Q, C, L, (S), (S2), inv2s2, vals0 + (size_t)(j) * pixY, valid, trace, n_base,  \
+             trace ? prow + (((pc0 + (j)) % W) + W) % W : 0)
+    const int nout = nc - 2 * (k / 2);
+    if (k >= SEG_MIN_K) {
+        FN(suffix_sums)(Vw, k < nc ? k : nc, NB);
+        for (int j0 = 0; j0 < nout; j0 += k) {
+            EMIT(j0, Vw + (size_t)j0 * NB, NULL);
+            for (int v = 0; v < NB; v++) T[v] = 0;
+            for (int o = 1; o < k && j0 + o < nout; o++) {
+                const REAL *Vn = Vw + (size_t)(j0 + k + o - 1) * NB;
+                for (int v = 0; v < NB; v++) T[v] += Vn[v];
+                EMIT(j0 + o, Vw + (size_t)(j0 + o) * NB, T);
+            }
+            const int n1 = nc - (j0 + k) < k ? nc - (j0 + k) : k;
+            if (n1 > 0) FN(suffix_sums)(Vw + (size_t)(j0 + k) * NB, n1, NB);
+        }
+        return;
+    }
+    for (int j = 0; j < nout; j++) {
+        const REAL *V0 = Vw + (size_t)j * NB;
+        if (k == 1) {
+            EMIT(j, V0, NULL);
+        } else if (k == 5) {
+            const REAL *V1 = V0 + NB, *V2 = V0 + 2 * NB, *V3 = V0 + 3 * NB;
+            for (int v = 0; v < NB; v++) T[v] = (V0[v] + V1[v]) + (V2[v] + V3[v]);
+            EMIT(j, T, V0 + 4 * NB);
+        } else if (k == 3) {
+            const REAL *V1 = V0 + NB, *V2 = V0 + 2 * NB;
+            for (int v = 0; v < NB; v++) T[v] = V0[v] + V1[v];
+            EMIT(j, T, V2);
+        } else {
+            for (int v = 0; v < NB; v++) T[v] = V0[v];
+            for (int w = 1; w < k - 1; w++) {
+                const REAL *Vx = V0 + (size_t)w * NB;
+                for (int v = 0; v < NB; v++) T[v] += Vx[v];
+            }
+            EMIT(j, T, V0 + (size_t)(k - 1) * NB);
+        }
+    }
+#undef EMIT
+}
+
 /* One group, one query image, candidate blocks [blk0, blk1), into a local state over the query
  * rectangle. Y: [nblocks][HY][WY][C][NB]; X: [C][HX][WX].
  *
@@ -346,24 +430,7 @@ static void FN(run_item)(const REAL *X, int HX, int WX, int ox, const REAL *Y, i
                     const REAL *xr = X + (size_t)(r + ox) * WX + (c_lo - h + ox);
                     const REAL *yr = Yb + ((size_t)(r + dr + oy) * WY + (c_lo - h + dc + oy)) * pixY;
                     REAL *Di = D + (size_t)p * rowlen;
-                    /* D[j][v] = sum_c (x_c - a y_vc)^2 at pixel (r, c_lo - h + j) */
-                    for (int j = 0; j < nc; j++) {
-                        REAL *Dij = Di + (size_t)j * NB;
-                        const REAL *y = yr + (size_t)j * pixY;
-                        const REAL x0 = xr[j];
-                        for (int v = 0; v < NB; v++) {
-                            REAL e = x0 - a * y[v];
-                            Dij[v] = e * e;
-                        }
-                        for (int c = 1; c < C; c++) {
-                            const REAL xc = xr[j + c * planeX];
-                            const REAL *yc = y + (size_t)c * NB;
-                            for (int v = 0; v < NB; v++) {
-                                REAL e = xc - a * yc[v];
-                                Dij[v] += e * e;
-                            }
-                        }
-                    }
+                    FN(product_row)(Di, xr, yr, nc, C, a, planeX, pixY);
                     if (seg) {
                         /* P: the rows of this segment so far. The slots past p hold the suffix
                          * sums of the previous segment, slot p its row that no window needs now. */
@@ -400,58 +467,9 @@ static void FN(run_item)(const REAL *X, int HX, int WX, int ox, const REAL *Y, i
 
                     const int r_out = r - h, pr = r_out + dr;
                     const int64_t prow = (int64_t)(((pr % H) + H) % H) * W;
-                    const size_t qrow = (size_t)(r_out - qr0) * QW;
                     const REAL *vrow = Yb + ((size_t)(pr + oy) * WY + oy) * pixY;
-#define EMIT(j, S, S2)                                                                                     \
-    do {                                                                                                   \
-        const int c_ = c_lo + (j), pc_ = c_ + dc;                                                          \
-        FN(emit)(st, qrow + (c_ - qc0), Q, C, L, (S), (S2), inv2s2, vrow + (size_t)pc_ * pixY, valid,      \
-                 trace, n_base, trace ? prow + (((pc_ % W) + W) % W) : 0);                                 \
-    } while (0)
-                    const int nout = nc - 2 * h;
-                    if (seg) {
-                        /* Along the row by segments of k columns; Vc is rewritten into suffix sums
-                         * one segment ahead of the prefix that reads its original values. */
-                        REAL *Vw = (REAL *)Vc;
-                        FN(suffix_sums)(Vw, k < nc ? k : nc, NB);
-                        for (int j0 = 0; j0 < nout; j0 += k) {
-                            EMIT(j0, Vw + (size_t)j0 * NB, NULL);
-                            for (int v = 0; v < NB; v++) Prow[v] = 0;
-                            for (int o = 1; o < k && j0 + o < nout; o++) {
-                                const REAL *Vn = Vw + (size_t)(j0 + k + o - 1) * NB;
-                                for (int v = 0; v < NB; v++) Prow[v] += Vn[v];
-                                EMIT(j0 + o, Vw + (size_t)(j0 + o) * NB, Prow);
-                            }
-                            const int n1 = nc - (j0 + k) < k ? nc - (j0 + k) : k;
-                            if (n1 > 0) FN(suffix_sums)(Vw + (size_t)(j0 + k) * NB, n1, NB);
-                        }
-                    } else {
-                        for (int j = 0; j < nout; j++) {
-                            const REAL *V0 = Vc + (size_t)j * NB;
-                            if (k == 1) {
-                                EMIT(j, V0, NULL);
-                            } else if (k == 5) {
-                                REAL *T = Prow;
-                                const REAL *V1 = V0 + NB, *V2 = V0 + 2 * NB, *V3 = V0 + 3 * NB;
-                                for (int v = 0; v < NB; v++) T[v] = (V0[v] + V1[v]) + (V2[v] + V3[v]);
-                                EMIT(j, T, V0 + 4 * NB);
-                            } else if (k == 3) {
-                                REAL *T = Prow;
-                                const REAL *V1 = V0 + NB, *V2 = V0 + 2 * NB;
-                                for (int v = 0; v < NB; v++) T[v] = V0[v] + V1[v];
-                                EMIT(j, T, V2);
-                            } else {
-                                REAL *T = Prow;
-                                for (int v = 0; v < NB; v++) T[v] = V0[v];
-                                for (int w = 1; w < k - 1; w++) {
-                                    const REAL *Vw = V0 + (size_t)w * NB;
-                                    for (int v = 0; v < NB; v++) T[v] += Vw[v];
-                                }
-                                EMIT(j, T, V0 + (size_t)(k - 1) * NB);
-                            }
-                        }
-                    }
-#undef EMIT
+                    FN(row_pass)(st, Q, C, (REAL *)Vc, nc, k, L, Prow, inv2s2, (size_t)(r_out - qr0) * QW + (c_lo - qc0),
+                                 vrow + (size_t)(c_lo + dc) * pixY, pixY, valid, trace, n_base, prow, c_lo + dc, W);
                 }
             }
         }
@@ -587,6 +605,182 @@ int FN(els_stream)(const els_args *p) {
     free(gorder);
     free(sbuf);
     free(ibuf);
+    free(wbuf);
+    return 0;
+}
+
+/* V += A + B over n entries (restrict: V is apart from the rows it grows by). */
+static inline void FN(add_rows)(REAL *restrict V, const REAL *restrict A, const REAL *restrict B, size_t n) {
+    for (size_t t = 0; t < n; t++) V[t] += A[t] + B[t];
+}
+
+/* Several patch sizes in one pass over the candidates (calibration: docs/theory.md, "Patch
+ * schedules"). Per block of training images and displacement d, the squared-difference image is
+ * computed once, over the union of what the sizes need. Size j takes its query rectangle for d
+ * from its own group containing d, cut to the queries whose candidate q + d is allowed; its
+ * column sums grow from the previous size's by the rows that enter the window (the sizes run in
+ * increasing order, and the query rectangles of zero padding shrink as k grows, so the rows a
+ * size needs were summed for the one before); its row sums and its update are its own, into its
+ * own state. Sums of non-negative terms only, as in run_item: each size's distances round
+ * relative to themselves, in another order than a single-size call, so the two agree to
+ * rounding. No trace. */
+static void FN(run_sizes)(const REAL *X, int HX, int WX, int ox, const REAL *Y, int HY, int WY, int oy, int C, int nk,
+                          const int *ks, const int *gk, const int *groups, const int *drange, REAL a, REAL inv2s2,
+                          int H, int W, int N, int blk0, int blk1, FN(state_t) *st, REAL *work, int UH, int UW) {
+    const size_t Q = (size_t)H * W;
+    REAL *D = work;                         /* [UH][UW][NB] squared differences over the union */
+    REAL *V = D + (size_t)UH * UW * NB;     /* [UW][NB] column sums along one row */
+    REAL *R = V + (size_t)UW * NB;          /* [UW][NB] a copy of V's row, for the segment sums */
+    REAL *L = R + (size_t)UW * NB;          /* [NB] */
+    REAL *T = L + NB;                       /* [NB] */
+    const size_t planeX = (size_t)HX * WX;
+    const size_t pixY = (size_t)C * NB, blockY = (size_t)HY * WY * pixY;
+    int rect[MAX_SIZES][4];
+    for (int blk = blk0; blk < blk1; blk++) {
+        const REAL *Yb = Y + (size_t)blk * blockY;
+        const int valid = N - blk * NB < NB ? N - blk * NB : NB;
+        const int64_t n_base = (int64_t)blk * NB;
+        for (int dr = drange[0]; dr <= drange[1]; dr++) {
+            for (int dc = drange[2]; dc <= drange[3]; dc++) {
+                int ur0 = H + UH, ur1 = -UH, uc0 = W + UW, uc1 = -UW, any = 0;
+                for (int j = 0; j < nk; j++) {
+                    rect[j][0] = 1;
+                    rect[j][1] = 0; /* empty unless a group of size j takes d */
+                    for (int g = gk[j]; g < gk[j + 1]; g++) {
+                        const int *gg = groups + 12 * g;
+                        if (dr < gg[4] || dr > gg[5] || dc < gg[6] || dc > gg[7]) continue;
+                        rect[j][0] = gg[0] > gg[8] - dr ? gg[0] : gg[8] - dr;
+                        rect[j][1] = gg[1] < gg[9] - dr ? gg[1] : gg[9] - dr;
+                        rect[j][2] = gg[2] > gg[10] - dc ? gg[2] : gg[10] - dc;
+                        rect[j][3] = gg[3] < gg[11] - dc ? gg[3] : gg[11] - dc;
+                        break; /* the groups of one size take each (query, candidate) pair once */
+                    }
+                    if (rect[j][0] > rect[j][1] || rect[j][2] > rect[j][3]) {
+                        rect[j][0] = 1;
+                        rect[j][1] = 0;
+                        continue;
+                    }
+                    const int h = ks[j] / 2;
+                    any = 1;
+                    if (rect[j][0] - h < ur0) ur0 = rect[j][0] - h;
+                    if (rect[j][1] + h > ur1) ur1 = rect[j][1] + h;
+                    if (rect[j][2] - h < uc0) uc0 = rect[j][2] - h;
+                    if (rect[j][3] + h > uc1) uc1 = rect[j][3] + h;
+                }
+                if (!any) continue;
+                const int nc = uc1 - uc0 + 1;
+                const size_t rowlen = (size_t)nc * NB;
+                for (int r = ur0; r <= ur1; r++)
+                    FN(product_row)(D + (size_t)(r - ur0) * rowlen, X + (size_t)(r + ox) * WX + (uc0 + ox),
+                                    Yb + ((size_t)(r + dr + oy) * WY + (uc0 + dc + oy)) * pixY, nc, C, a, planeX, pixY);
+                int rlo = ur1, rhi = ur0;
+                for (int j = 0; j < nk; j++) {
+                    if (rect[j][0] > rect[j][1]) continue;
+                    if (rect[j][0] < rlo) rlo = rect[j][0];
+                    if (rect[j][1] > rhi) rhi = rect[j][1];
+                }
+                /* Row by row, so one row of column sums serves every size while it sits in cache:
+                 * V holds the column sums of size vh at row r and grows to each larger size. */
+                for (int r = rlo; r <= rhi; r++) {
+                    int vh = -1;
+                    for (int j = 0; j < nk; j++) {
+                        const int c0 = rect[j][2], c1 = rect[j][3];
+                        if (r < rect[j][0] || r > rect[j][1]) continue;
+                        const int k = ks[j], h = k / 2;
+                        const REAL *Dr = D + (size_t)(r - ur0) * rowlen;
+                        if (vh < 0) {
+                            memcpy(V, Dr, sizeof(REAL) * rowlen);
+                            vh = 0;
+                        }
+                        for (int i = vh + 1; i <= h; i++)
+                            FN(add_rows)(V, Dr - (size_t)i * rowlen, Dr + (size_t)i * rowlen, rowlen);
+                        vh = h;
+                        const int ncj = c1 - c0 + 1 + 2 * h;
+                        REAL *Vr = V + (size_t)(c0 - h - uc0) * NB;
+                        if (k >= SEG_MIN_K) { /* the segment sums rewrite their row: keep V */
+                            memcpy(R, Vr, sizeof(REAL) * ncj * NB);
+                            Vr = R;
+                        }
+                        const int pr = r + dr;
+                        const REAL *vrow = Yb + ((size_t)(pr + oy) * WY + oy) * pixY;
+                        FN(row_pass)(&st[j], Q, C, Vr, ncj, k, L, T, inv2s2, (size_t)r * W + c0,
+                                     vrow + (size_t)(c0 + dc) * pixY, pixY, valid, 0, n_base, 0, 0, W);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Stream the training images of Y into the states of nk patch sizes at once (els_args: nk, ks,
+ * gk; k is the largest size, which X and Y are padded for). The caller's state arrays hold the
+ * sizes one after another: m [nk][B][H][W], acc [nk][B][C][H][W]. Returns 0, or -1 where the
+ * per-thread state could not be allocated or there are more than MAX_SIZES sizes. */
+int FN(els_stream_sizes)(const els_args *p) {
+    const REAL *X = (const REAL *)p->x, *Y = (const REAL *)p->y;
+    const REAL *a = (const REAL *)p->a, *inv2s2 = (const REAL *)p->inv2s2;
+    const int B = p->b, HX = p->hx, WX = p->wx, ox = p->ox, N = p->n, HY = p->hy, WY = p->wy, oy = p->oy;
+    const int C = p->c, H = p->h, W = p->w, nk = p->nk;
+    const int *groups = p->groups, *ks = p->ks, *gk = p->gk;
+    int nthreads = p->nthreads < 1 ? 1 : p->nthreads;
+    if (nk < 1 || nk > MAX_SIZES) return -1;
+    const int hmax = ks[nk - 1] / 2;
+    int drange[4] = {1 << 30, -(1 << 30), 1 << 30, -(1 << 30)};
+    for (int g = 0; g < gk[nk]; g++) {
+        const int *gg = groups + 12 * g;
+        if (gg[4] < drange[0]) drange[0] = gg[4];
+        if (gg[5] > drange[1]) drange[1] = gg[5];
+        if (gg[6] < drange[2]) drange[2] = gg[6];
+        if (gg[7] > drange[3]) drange[3] = gg[7];
+    }
+    const int UH = H + 2 * hmax, UW = W + 2 * hmax;
+    const size_t Q = (size_t)H * W, HWs = Q;
+    const size_t maxWork = (size_t)UH * UW * NB + 2 * (size_t)UW * NB + 2 * NB;
+    const int nblocks = (N + NB - 1) / NB;
+    int nsplit = (int)((4L * nthreads + B - 1) / B);
+    if (nsplit > nblocks) nsplit = nblocks;
+    if (nsplit < 1) nsplit = 1;
+    const long items = (long)B * nsplit;
+    const size_t per_state = Q * (4 + (size_t)C);
+    ACC *sbuf = (ACC *)malloc(sizeof(ACC) * per_state * nk * items);
+    REAL *wbuf = (REAL *)malloc(sizeof(REAL) * maxWork * nthreads);
+    if (!sbuf || !wbuf) {
+        free(sbuf);
+        free(wbuf);
+        return -1;
+    }
+    const size_t planeX = (size_t)HX * WX * C;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (long it = 0; it < items; it++) {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        const int split = (int)(it % nsplit), b = (int)(it / nsplit);
+        FN(state_t) st[MAX_SIZES];
+        for (int j = 0; j < nk; j++) {
+            FN(state_view)(&st[j], sbuf + per_state * (it * nk + j), NULL, Q, 0);
+            FN(state_init)(&st[j], Q, C, 0);
+        }
+        const int blk0 = (int)((long)nblocks * split / nsplit), blk1 = (int)((long)nblocks * (split + 1) / nsplit);
+        FN(run_sizes)(X + planeX * b, HX, WX, ox, Y, HY, WY, oy, C, nk, ks, gk, groups, drange, a[b], inv2s2[b], H, W,
+                      N, blk0, blk1, st, wbuf + maxWork * tid, UH, UW);
+    }
+    /* Merge in a fixed order (split, then size), so results do not depend on the threads. */
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int b = 0; b < B; b++) {
+        for (int j = 0; j < nk; j++) {
+            const size_t at = (size_t)j * B + b;
+            FN(state_t) glob = {p->m + HWs * at, p->l + HWs * at, p->u + HWs * at, p->tl + HWs * at,
+                                p->acc + HWs * C * at, NULL, NULL};
+            for (int s = 0; s < nsplit; s++) {
+                FN(state_t) part;
+                FN(state_view)(&part, sbuf + per_state * (((long)b * nsplit + s) * nk + j), NULL, Q, 0);
+                for (size_t q = 0; q < Q; q++) FN(merge_one)(&glob, q, HWs, &part, q, Q, C, 0);
+            }
+        }
+    }
+    free(sbuf);
     free(wbuf);
     return 0;
 }
