@@ -52,18 +52,18 @@ def test_every_size_from_one_pass_matches_the_reference(kind, padding, data):
     """denoise_sizes: each size as the reference gives it, in the order asked (unsorted, with a
     repeat), over more than one block of 64 images, sizes below and above the segment sums'
     threshold, per-image times and classes; float32 close to float64."""
-    Y, x = data(N=70, C=2, H=7, W=9, B=3, seed=3)
-    labels = torch.arange(70) % 2
+    Y, x = data(N=66, C=2, H=6, W=7, B=2, seed=3)
+    labels = torch.arange(66) % 2
     cls = em.LocalMachine if kind == "ls" else em.ELSMachine
     m = cls(Y, padding=padding, labels=labels, backend="native")
-    sizes = [9, 1, 3, 7, 5, 3, 11]
-    t = torch.tensor([0.1, 0.5, 0.95])
-    lab = torch.tensor([1, 0, 1])
+    sizes = [9, 1, 3, 7, 3, 11]
+    t = torch.tensor([0.1, 0.95])
+    lab = torch.tensor([0, 1])
     outs = m.denoise_sizes(x, t, sizes, labels=lab)
     outs32 = m.denoise_sizes(x.float(), t, sizes, labels=lab)
     assert len(outs) == len(sizes)
     for k, out, out32 in zip(sizes, outs, outs32):
-        for b in range(3):
+        for b in range(2):
             expect = ref.patch_machine(kind, x[b : b + 1], float(t[b]), Y[labels == lab[b]], k, padding)
             torch.testing.assert_close(out[b : b + 1], expect, rtol=0, atol=1e-12)
         assert out32.dtype == torch.float32
