@@ -307,6 +307,40 @@ static inline void FN(suffix_sums)(REAL *seg, int n, size_t len) {
     }
 }
 
+/* Elementwise arithmetic on rows of n entries, kept out of line: inlined into the kernel's loop
+ * nests, these loops lose their pointers to the stack and reload them at every iteration. The
+ * rows never overlap. */
+static __attribute__((noinline)) void FN(rows_add)(REAL *restrict a, const REAL *restrict b, size_t n) {
+    for (size_t t = 0; t < n; t++) a[t] += b[t];
+}
+
+static __attribute__((noinline)) void FN(rows_sum2)(REAL *restrict o, const REAL *restrict a, const REAL *restrict b,
+                                                    size_t n) {
+    for (size_t t = 0; t < n; t++) o[t] = a[t] + b[t];
+}
+
+static __attribute__((noinline)) void FN(rows_sum3)(REAL *restrict o, const REAL *restrict a, const REAL *restrict b,
+                                                    const REAL *restrict c, size_t n) {
+    for (size_t t = 0; t < n; t++) o[t] = (a[t] + b[t]) + c[t];
+}
+
+static __attribute__((noinline)) void FN(rows_sum5)(REAL *restrict o, const REAL *restrict a, const REAL *restrict b,
+                                                    const REAL *restrict c, const REAL *restrict d,
+                                                    const REAL *restrict e, size_t n) {
+    for (size_t t = 0; t < n; t++) o[t] = ((a[t] + b[t]) + (c[t] + d[t])) + e[t];
+}
+
+/* a += b + c (a size's column sums grown by the two rows entering its window). */
+static __attribute__((noinline)) void FN(rows_grow)(REAL *restrict a, const REAL *restrict b, const REAL *restrict c,
+                                                    size_t n) {
+    for (size_t t = 0; t < n; t++) a[t] += b[t] + c[t];
+}
+
+/* suffix_sums of whole rows of the column pass. */
+static __attribute__((noinline)) void FN(suffix_rows)(REAL *seg, int n, size_t len) {
+    for (int i = n - 2; i >= 0; i--) FN(rows_add)(seg + (size_t)i * len, seg + (size_t)(i + 1) * len, len);
+}
+
 /* One row of the squared-difference image: D[j][v] = sum_c (x_c[j] - a y_vc[j])^2 for j < nc,
  * x the query row (channel planes planeX apart), y the candidate row ([j][C][NB]). */
 static inline __attribute__((always_inline)) void FN(product_row)(REAL *D, const REAL *xr, const REAL *yr, int nc,
@@ -435,8 +469,7 @@ static void FN(run_item)(const REAL *X, int HX, int WX, int ox, const REAL *Y, i
                         /* P: the rows of this segment so far. The slots past p hold the suffix
                          * sums of the previous segment, slot p its row that no window needs now. */
                         if (p == 0) memcpy(P, Di, sizeof(REAL) * rowlen);
-                        else
-                            for (size_t t = 0; t < rowlen; t++) P[t] += Di[t];
+                        else FN(rows_add)(P, Di, rowlen);
                     }
                     if (i < 2 * h) continue;
                     /* Output row r_out = r - h: column sums of rows i - 2h .. i into Vs. */
@@ -444,26 +477,20 @@ static void FN(run_item)(const REAL *X, int HX, int WX, int ox, const REAL *Y, i
                     if (seg) {
                         if (p == k - 1) Vc = P; /* the window is this whole segment */
                         else {
-                            const REAL *S = D + (size_t)(p + 1) * rowlen;
-                            for (size_t t = 0; t < rowlen; t++) Vs[t] = S[t] + P[t];
+                            FN(rows_sum2)(Vs, D + (size_t)(p + 1) * rowlen, P, rowlen);
                         }
                     } else if (k == 1) {
                         Vc = Di;
                     } else if (k == 3) {
-                        const REAL *D1 = D + rowlen, *D2 = D + 2 * rowlen;
-                        for (size_t t = 0; t < rowlen; t++) Vs[t] = (D[t] + D1[t]) + D2[t];
+                        FN(rows_sum3)(Vs, D, D + rowlen, D + 2 * rowlen, rowlen);
                     } else if (k == 5) {
-                        const REAL *D1 = D + rowlen, *D2 = D + 2 * rowlen, *D3 = D + 3 * rowlen, *D4 = D + 4 * rowlen;
-                        for (size_t t = 0; t < rowlen; t++) Vs[t] = ((D[t] + D1[t]) + (D2[t] + D3[t])) + D4[t];
+                        FN(rows_sum5)(Vs, D, D + rowlen, D + 2 * rowlen, D + 3 * rowlen, D + 4 * rowlen, rowlen);
                     } else {
-                        for (size_t t = 0; t < rowlen; t++) Vs[t] = D[t];
-                        for (int w = 1; w < k; w++) {
-                            const REAL *Dw = D + (size_t)w * rowlen;
-                            for (size_t t = 0; t < rowlen; t++) Vs[t] += Dw[t];
-                        }
+                        memcpy(Vs, D, sizeof(REAL) * rowlen);
+                        for (int w = 1; w < k; w++) FN(rows_add)(Vs, D + (size_t)w * rowlen, rowlen);
                     }
                     /* Turn this segment's rows into its suffix sums for the next segment's windows. */
-                    if (seg && p == k - 1) FN(suffix_sums)(D, k, rowlen);
+                    if (seg && p == k - 1) FN(suffix_rows)(D, k, rowlen);
 
                     const int r_out = r - h, pr = r_out + dr;
                     const int64_t prow = (int64_t)(((pr % H) + H) % H) * W;
@@ -609,11 +636,6 @@ int FN(els_stream)(const els_args *p) {
     return 0;
 }
 
-/* V += A + B over n entries (restrict: V is apart from the rows it grows by). */
-static inline void FN(add_rows)(REAL *restrict V, const REAL *restrict A, const REAL *restrict B, size_t n) {
-    for (size_t t = 0; t < n; t++) V[t] += A[t] + B[t];
-}
-
 /* Several patch sizes in one pass over the candidates (calibration: docs/theory.md, "Patch
  * schedules"). Per block of training images and displacement d, the squared-difference image is
  * computed once, over the union of what the sizes need. Size j takes its query rectangle for d
@@ -693,7 +715,7 @@ static void FN(run_sizes)(const REAL *X, int HX, int WX, int ox, const REAL *Y, 
                             vh = 0;
                         }
                         for (int i = vh + 1; i <= h; i++)
-                            FN(add_rows)(V, Dr - (size_t)i * rowlen, Dr + (size_t)i * rowlen, rowlen);
+                            FN(rows_grow)(V, Dr - (size_t)i * rowlen, Dr + (size_t)i * rowlen, rowlen);
                         vh = h;
                         const int ncj = c1 - c0 + 1 + 2 * h;
                         REAL *Vr = V + (size_t)(c0 - h - uc0) * NB;
