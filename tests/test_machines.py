@@ -83,6 +83,8 @@ def test_one_pass_keeps_approx_radius_and_falls_back_size_by_size(padding, data)
         near.denoise_sizes(x, 0.3, [])
     with pytest.raises(em.InputError, match="odd"):
         near.denoise_sizes(x, 0.3, [3, 4])
+    with pytest.raises(em.InputError, match="list of odd patch sizes"):
+        near.denoise_sizes(x, 0.3, 5)
 
 
 @pytest.mark.parametrize("kind", ["ls", "els"])

@@ -237,6 +237,8 @@ class PatchMachine(PatchSized, ScoreMachine):
         """x0_hat at each patch size of ``sizes`` (in that order): ``denoise(x, t, labels,
         patch_size=k)`` for each k, to rounding, from one pass over the candidates where the
         compiled kernel runs (docs/theory.md, "Patch schedules"); elsewhere size by size."""
+        if isinstance(sizes, (int, str, torch.Tensor)) or not hasattr(sizes, "__iter__"):
+            raise InputError(f"sizes must be a list of odd patch sizes, got {sizes!r}")
         ks = [self._checked_size(checks.patch_size(k, "patch sizes")) for k in sizes]
         if not ks:
             raise InputError("give at least one patch size")
