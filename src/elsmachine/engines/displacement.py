@@ -13,6 +13,7 @@ The candidate set comes as groups of rectangles (:func:`elsmachine.machines.cand
 from __future__ import annotations
 
 import ctypes
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -108,8 +109,7 @@ class DisplacementStream:
                                  f"and come with one group tensor each")
             self.k = k[-1]
             self.sizes = torch.tensor(list(k), dtype=torch.int32)
-            self.starts = torch.tensor([0, *torch.tensor([g.shape[0] for g in groups]).cumsum(0).tolist()],
-                                       dtype=torch.int32)
+            self.starts = torch.tensor([0, *itertools.accumulate(g.shape[0] for g in groups)], dtype=torch.int32)
             self.groups = torch.cat(list(groups)).to(torch.int32).contiguous()
             self._fn = lib.els_stream_sizes_f32 if X.dtype == torch.float32 else lib.els_stream_sizes_f64
         nk = 1 if self.sizes is None else len(self.sizes)

@@ -416,6 +416,25 @@ static inline __attribute__((always_inline)) void FN(row_pass)(FN(state_t) *st, 
 #undef EMIT
 }
 
+/* How many parts each query image's candidate blocks are cut into, so all threads have work even
+ * at batch 1, as flash-decoding splits the keys; the partial softmaxes are merged after. */
+static int split_count(int nthreads, int B, int nblocks) {
+    int nsplit = (int)((4L * nthreads + B - 1) / B);
+    if (nsplit > nblocks) nsplit = nblocks;
+    return nsplit < 1 ? 1 : nsplit;
+}
+
+/* The caller's state (els_args m, l, u, tl, acc, tn, tp) at slot ``at`` of HW query pixels. */
+static void FN(caller_state)(FN(state_t) *s, const els_args *p, size_t at, size_t HW, int C, int trace) {
+    s->m = p->m + HW * at;
+    s->l = p->l + HW * at;
+    s->u = p->u + HW * at;
+    s->tl = p->tl + HW * at;
+    s->acc = p->acc + HW * C * at;
+    s->tn = trace ? p->tn + HW * at : NULL;
+    s->tp = trace ? p->tp + HW * at : NULL;
+}
+
 /* One group, one query image, candidate blocks [blk0, blk1), into a local state over the query
  * rectangle. Y: [nblocks][HY][WY][C][NB]; X: [C][HX][WX].
  *
@@ -517,11 +536,9 @@ int FN(els_stream)(const els_args *p) {
     const int B = p->b, HX = p->hx, WX = p->wx, ox = p->ox, N = p->n, HY = p->hy, WY = p->wy, oy = p->oy;
     const int C = p->c, k = p->k, G = p->g, H = p->h, W = p->w;
     const int *groups = p->groups;
-    ACC *m = p->m, *l = p->l, *u = p->u, *tl = p->tl, *acc = p->acc;
-    int64_t *tn = p->tn, *tp = p->tp;
     const int64_t n_offset = p->n_offset;
     int nthreads = p->nthreads;
-    const int trace = tn != NULL;
+    const int trace = p->tn != NULL;
     if (nthreads < 1) nthreads = 1;
     const int nblocks = (N + NB - 1) / NB;
     size_t maxQ = 0, maxWork = 0;
@@ -533,13 +550,8 @@ int FN(els_stream)(const els_args *p) {
         (void)qh;
         if (w > maxWork) maxWork = w;
     }
-    /* Split the candidate blocks of every group so all threads have work even at batch 1, as
-     * flash-decoding splits the keys; the partial softmaxes are merged below. */
-    const long items_bg = (long)B * G;
-    int nsplit = (int)((4L * nthreads + B - 1) / B);
-    if (nsplit > nblocks) nsplit = nblocks;
-    if (nsplit < 1) nsplit = 1;
-    const long items = items_bg * nsplit;
+    const int nsplit = split_count(nthreads, B, nblocks);
+    const long items = (long)B * G * nsplit;
     const size_t per_state = maxQ * (4 + (size_t)C);
     ACC *sbuf = (ACC *)malloc(sizeof(ACC) * per_state * items);
     int64_t *ibuf = trace ? (int64_t *)malloc(sizeof(int64_t) * 2 * maxQ * items) : NULL;
@@ -606,13 +618,7 @@ int FN(els_stream)(const els_args *p) {
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (int b = 0; b < B; b++) {
         FN(state_t) glob;
-        glob.m = m + HWs * b;
-        glob.l = l + HWs * b;
-        glob.u = u + HWs * b;
-        glob.tl = tl + HWs * b;
-        glob.acc = acc + HWs * C * b;
-        glob.tn = trace ? tn + HWs * b : NULL;
-        glob.tp = trace ? tp + HWs * b : NULL;
+        FN(caller_state)(&glob, p, b, HWs, C, trace);
         for (int g = 0; g < G; g++) {
             const int *gg = groups + 12 * g;
             const int QW = gg[3] - gg[2] + 1;
@@ -639,11 +645,10 @@ int FN(els_stream)(const els_args *p) {
 /* Several patch sizes in one pass over the candidates (calibration: docs/theory.md, "Patch
  * schedules"). Per block of training images and displacement d, the squared-difference image is
  * computed once, over the union of what the sizes need. Size j takes its query rectangle for d
- * from its own group containing d, cut to the queries whose candidate q + d is allowed; its
- * column sums grow from the previous size's by the rows that enter the window (the sizes run in
- * increasing order, and the query rectangles of zero padding shrink as k grows, so the rows a
- * size needs were summed for the one before); its row sums and its update are its own, into its
- * own state. Sums of non-negative terms only, as in run_item: each size's distances round
+ * from its own group containing d, cut to the queries whose candidate q + d is allowed. Along
+ * each query row the sizes run in increasing order, and the row's column sums grow from one size
+ * to the next by the rows that enter the window; each size's row sums and update are its own,
+ * into its own state. Sums of non-negative terms only, as in run_item: each size's distances round
  * relative to themselves, in another order than a single-size call, so the two agree to
  * rounding. No trace. */
 static void FN(run_sizes)(const REAL *X, int HX, int WX, int ox, const REAL *Y, int HY, int WY, int oy, int C, int nk,
@@ -756,12 +761,10 @@ int FN(els_stream_sizes)(const els_args *p) {
         if (gg[7] > drange[3]) drange[3] = gg[7];
     }
     const int UH = H + 2 * hmax, UW = W + 2 * hmax;
-    const size_t Q = (size_t)H * W, HWs = Q;
+    const size_t Q = (size_t)H * W;
     const size_t maxWork = (size_t)UH * UW * NB + 2 * (size_t)UW * NB + 2 * NB;
     const int nblocks = (N + NB - 1) / NB;
-    int nsplit = (int)((4L * nthreads + B - 1) / B);
-    if (nsplit > nblocks) nsplit = nblocks;
-    if (nsplit < 1) nsplit = 1;
+    const int nsplit = split_count(nthreads, B, nblocks);
     const long items = (long)B * nsplit;
     const size_t per_state = Q * (4 + (size_t)C);
     ACC *sbuf = (ACC *)malloc(sizeof(ACC) * per_state * nk * items);
@@ -792,13 +795,12 @@ int FN(els_stream_sizes)(const els_args *p) {
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (int b = 0; b < B; b++) {
         for (int j = 0; j < nk; j++) {
-            const size_t at = (size_t)j * B + b;
-            FN(state_t) glob = {p->m + HWs * at, p->l + HWs * at, p->u + HWs * at, p->tl + HWs * at,
-                                p->acc + HWs * C * at, NULL, NULL};
+            FN(state_t) glob;
+            FN(caller_state)(&glob, p, (size_t)j * B + b, Q, C, 0);
             for (int s = 0; s < nsplit; s++) {
                 FN(state_t) part;
                 FN(state_view)(&part, sbuf + per_state * (((long)b * nsplit + s) * nk + j), NULL, Q, 0);
-                for (size_t q = 0; q < Q; q++) FN(merge_one)(&glob, q, HWs, &part, q, Q, C, 0);
+                for (size_t q = 0; q < Q; q++) FN(merge_one)(&glob, q, Q, &part, q, Q, C, 0);
             }
         }
     }
