@@ -81,7 +81,7 @@ def main() -> None:
               f"(median {s['median']:.2e}), 1 - r^2 at most {1 - s['min_r2']:.1e}")
     print(f"({report['seconds']:.0f} s)")
     if a.out:
-        from elsmachine.output.files import write_json
+        from elsmachine.files import write_json
 
         write_json(a.out, report)
 

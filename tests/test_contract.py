@@ -19,7 +19,7 @@ from elsmachine.experiments.compare import compare
 from elsmachine.machines.candidates import pixel_classes, rectangles
 from elsmachine.networks import NetConfig, NetworkDenoiser, build_network
 from elsmachine.networks.training import TrainConfig, train
-from elsmachine.output.files import load_samples
+from elsmachine.files import load_samples
 
 
 class Linear(torch.nn.Module):

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import elsmachine as em
 from elsmachine.cli import app
-from elsmachine.output.files import load_samples
+from elsmachine.files import load_samples
 
 
 def test_bundled_mnist5k():

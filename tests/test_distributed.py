@@ -73,7 +73,7 @@ def test_sample_under_torchrun_matches_one_process(tmp_path):
     args = ["sample", "--limit", "40", "-n", "3", "--steps", "4", "--trace"]
     finished(torchrun(args + ["-o", "two.png"], tmp_path))
     assert single(args + ["-o", "one.png"], tmp_path).returncode == 0
-    from elsmachine.output.files import load_samples
+    from elsmachine.files import load_samples
 
     two, one = load_samples(tmp_path / "two.npz"), load_samples(tmp_path / "one.npz")
     torch.testing.assert_close(torch.as_tensor(two["images"]), torch.as_tensor(one["images"]), rtol=0, atol=1e-4)

@@ -26,7 +26,7 @@ def made(tmp_path_factory):
     labels = torch.tensor([3, 4])
     x = em.ddim_sample(traced, em.seed_noise([3, 4], (1, 32, 32)), steps=3, labels=labels)
     trace = traced.sample_trace()
-    em.output.files.save_samples(d / "s.npz", x, seeds=[3, 4], labels=[3, 4], meta={"machine": "els",
+    em.files.save_samples(d / "s.npz", x, seeds=[3, 4], labels=[3, 4], meta={"machine": "els",
                                  "data": ds.describe()}, **trace.to_arrays())
 
     class Fixed:

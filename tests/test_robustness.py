@@ -23,7 +23,7 @@ from elsmachine.experiments.compare import compare
 from elsmachine.experiments.novelty import novelty
 from elsmachine.networks import NetConfig
 from elsmachine.networks.training import TrainConfig, train
-from elsmachine.output.files import load_samples
+from elsmachine.files import load_samples
 
 run = CliRunner()
 
@@ -262,7 +262,7 @@ def test_outputs_are_created_where_missing_and_written_in_the_format_asked(tmp_p
 
 
 def test_a_temporary_file_left_by_a_killed_process_is_cleared_by_the_next_write(tmp_path):
-    from elsmachine.output.files import write_json
+    from elsmachine.files import write_json
 
     gone = tmp_path / ".x.json.999999999.tmp"  # no process has this id
     gone.write_bytes(b"half")

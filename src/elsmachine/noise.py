@@ -84,7 +84,7 @@ class NoiseSchedule:
                 self.sigma(t64).to(device=like.device, dtype=like.dtype))
 
     def save(self, path) -> None:
-        from .output.files import write_json
+        from .files import write_json
 
         write_json(path, self.to_dict())
 

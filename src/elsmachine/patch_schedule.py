@@ -86,7 +86,7 @@ class PatchSchedule:
 
     def save(self, path) -> None:
         """Write JSON atomically."""
-        from .output.files import write_json
+        from .files import write_json
 
         write_json(path, self.to_dict())
 

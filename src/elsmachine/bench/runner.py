@@ -97,7 +97,7 @@ def _square_windows(cfg: BenchConfig):
     schedule's size around each pixel, clipped to the image (its cost does not depend on them)."""
     import torch
 
-    from ..networks.sensitivity import Sensitivity
+    from ..sensitivity import Sensitivity
     from ..noise import CosineSchedule, ddim_grid
 
     grid = ddim_grid(cfg.steps)

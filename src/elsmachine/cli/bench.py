@@ -29,7 +29,7 @@ def bench(
     from rich.table import Table
 
     from ..bench import bench_grid, run_benchmark
-    from ..output.files import check_writable, write_json
+    from ..files import check_writable, write_json
 
     check_writable(out)
     names = [m.strip() for m in machines.split(",") if m.strip()]

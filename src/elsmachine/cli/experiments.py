@@ -91,7 +91,7 @@ def calibrate(
     """Calibrate the patch size per step against a trained network; writes a patch schedule JSON."""
     from ..experiments.calibrate import calibrate as run_calibration
     from ..experiments.calibrate import finish
-    from ..output.files import check_writable
+    from ..files import check_writable
     from ..seeds import labels_for_seeds
 
     seed_list = seed_range(seed, seeds)
@@ -162,7 +162,7 @@ def compare(
     from ..experiments.compare import compare as run_comparison
     from ..machines import MACHINES
     from ..networks.checkpoints import patch_schedule_beside
-    from ..output.files import check_writable
+    from ..files import check_writable
 
     seed_list = seed_range(seed, seeds)
     check_writable(out / "summary.json")
@@ -230,7 +230,7 @@ def sensitivity(
 ):
     """Measure a network's sensitivity to its input per output pixel and step: the windows of pspc-flex."""
     from ..networks.sensitivity import measure_sensitivity
-    from ..output.files import check_writable
+    from ..files import check_writable
 
     try:
         shares = [float(v) for v in share.split(",") if v.strip()]

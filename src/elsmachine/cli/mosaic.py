@@ -88,7 +88,7 @@ def mosaic(
     """
     from ..experiments.novelty import novelty
     from ..machines import SampleTrace, Traced
-    from ..output.files import check_writable, load_samples, save_samples
+    from ..files import check_writable, load_samples, save_samples
     from ..output.plots import render_mosaic
     from ..sampling import ddim_sample
     from ..seeds import labels_for_seeds, seed_noise
@@ -157,7 +157,7 @@ def novelty(
     from ..experiments.novelty import novelty as novelty_of
     from ..experiments.novelty import novelty_summary
     from ..machines import MACHINES, Traced
-    from ..output.files import check_writable, write_json
+    from ..files import check_writable, write_json
     from ..sampling import ddim_sample
     from ..seeds import labels_for_seeds, seed_noise
 
@@ -223,7 +223,7 @@ def explore(
     step by step, with a comparison and a calibration beside it when given."""
     from ..machines import SampleTrace, Traced
     from ..output.explore import calibration_data, compare_data, explore_page
-    from ..output.files import check_writable, load_samples
+    from ..files import check_writable, load_samples
     from ..sampling import ddim_sample
     from ..seeds import labels_for_seeds, seed_noise
 

@@ -100,7 +100,7 @@ def sample(
     """
     from ..experiments.compare import describe
     from ..machines import Traced
-    from ..output.files import check_writable, save_samples
+    from ..files import check_writable, save_samples
     from ..output.images import image_format, image_grid, save_image
     from ..sampling import ddim_sample
     from ..seeds import labels_for_seeds, seed_noise

@@ -65,7 +65,7 @@ def train(
     from ..networks.training import TrainConfig
     from ..networks.training import train as run_training
     from ..noise import noise_schedule as as_schedule
-    from ..output.files import check_writable
+    from ..files import check_writable
 
     dev = resolve_device(device)
     check_writable(out / "config.json")

@@ -112,7 +112,7 @@ def _read_npz(path: Path, what: str):
 
 
 def _download(name: str, root: Path) -> None:
-    from .output.files import atomic_write, file_digest
+    from ..files import atomic_write, file_digest
 
     base, files = _DOWNLOADS[name]
     for fname, md5 in files.items():

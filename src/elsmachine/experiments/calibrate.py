@@ -33,7 +33,7 @@ from .. import checks
 from ..contract import denoiser_name, takes_patch_size
 from ..engines.distributed import Group
 from ..errors import InputError
-from ..output.files import atomic_write
+from ..files import atomic_write
 from ..patch_schedule import PatchSchedule
 from ..sampling import ddim_sample
 from ..seeds import seed_noise

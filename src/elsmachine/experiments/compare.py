@@ -28,7 +28,7 @@ import torch
 
 from ..contract import denoiser_name
 from ..errors import InputError
-from ..output.files import atomic_write, write_json
+from ..files import atomic_write, write_json
 from ..output.plots import comparison_plots
 from ..sampling import ddim_sample
 from ..engines.distributed import Group

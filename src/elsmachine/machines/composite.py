@@ -91,7 +91,7 @@ class FlexCompositeMachine(ScoreMachine):
 
     def __init__(self, images, sensitivity, labels=None, *, schedule: NoiseSchedule | None = None,
                  memory_budget: int = DEFAULT_MEMORY_BUDGET, distributed: bool = False) -> None:
-        from ..networks.sensitivity import Sensitivity
+        from ..sensitivity import Sensitivity
 
         super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget, distributed=distributed)
         self.sensitivity = sensitivity if isinstance(sensitivity, Sensitivity) else Sensitivity.load(sensitivity)

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import InputError
 from ..noise import schedule_from_dict
-from ..output.files import file_digest
+from ..files import file_digest
 from .adapter import NetworkDenoiser
 from .architectures import NetConfig, build_network
 

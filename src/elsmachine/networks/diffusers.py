@@ -93,7 +93,7 @@ def load_diffusers(path, *, noise_schedule_spec=None, device="cpu") -> NetworkDe
     ``scheduler/``), or a bare ``UNet2DModel`` folder with ``noise_schedule_spec`` (a beta
     schedule name, a scheduler config or its folder)."""
     diffusers = _diffusers()
-    from ..output.files import file_digest
+    from ..files import file_digest
 
     path = Path(path)
     unet_dir = path / "unet" if (path / "unet").is_dir() else path

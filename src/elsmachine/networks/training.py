@@ -29,7 +29,7 @@ import torch
 from ..datasets import Dataset
 from ..errors import InputError
 from ..noise import CosineSchedule, NoiseSchedule
-from ..output.files import atomic_write, write_json
+from ..files import atomic_write, write_json
 from .architectures import NetConfig, build_network
 from .checkpoints import FORMAT_VERSION
 
@@ -122,7 +122,7 @@ def _init_weights(net, source, cfg: NetConfig) -> dict:
     """Load another checkpoint's weights into ``net``; returns what to record of them."""
     from safetensors.torch import load_file
 
-    from ..output.files import file_digest
+    from ..files import file_digest
     from .checkpoints import _resolve
 
     folder = _resolve(source)

@@ -1,2 +1,2 @@
-"""What the project writes: one atomic writer and sample files (:mod:`.files`), images
-(:mod:`.images`), and every plot (:mod:`.plots`)."""
+"""What the project draws: images (:mod:`.images`), every plot (:mod:`.plots`) and the explore page
+(:mod:`.explore`). Files are written through the one atomic writer, :mod:`elsmachine.files`."""

@@ -27,7 +27,7 @@ import torch
 
 from ..errors import InputError
 from ..machines.tracing import DOMINANT, SampleTrace
-from .files import atomic_write
+from ..files import atomic_write
 
 __all__ = ["explore_page", "compare_data", "calibration_data"]
 

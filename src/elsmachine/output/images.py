@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from ..errors import InputError
-from .files import atomic_write
+from ..files import atomic_write
 
 __all__ = ["to_uint8", "image_grid", "image_format", "save_image"]
 

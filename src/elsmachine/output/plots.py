@@ -13,7 +13,7 @@ import torch
 
 from ..errors import InputError
 from ..machines.tracing import DOMINANT, SampleTrace
-from .files import atomic_write
+from ..files import atomic_write
 
 __all__ = ["render_mosaic", "source_colour", "comparison_plots"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InputError, RunError
+from .errors import InputError, RunError
 
 __all__ = ["atomic_write", "write_json", "save_samples", "load_samples", "file_digest", "check_writable"]
 
