@@ -81,7 +81,7 @@ def test_a_kernel_that_fails_is_one_error_or_under_auto_a_warning_and_the_attent
         em.make_machine("els", Y, patch_size=3, backend="triton").denoise(x, 0.5)
     # auto picks the kernel only for CUDA tensors: pretend these are, and the kernel breaks.
     auto = em.make_machine("els", Y, patch_size=3)
-    monkeypatch.setattr(PatchMachine, "_use_triton", lambda self, x: not self._triton_failed)
+    monkeypatch.setattr(PatchMachine, "_triton_wanted", lambda self, x: True)
     with pytest.warns(UserWarning, match="the Triton kernel failed on cpu .* using the attention form instead"):
         got = auto.denoise(x, 0.5)
     want = em.make_machine("els", Y, patch_size=3, backend="explicit").denoise(x, 0.5)

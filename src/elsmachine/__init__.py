@@ -8,11 +8,13 @@ the same contract, and the experiments that compare them. docs/theory.md states 
 
 from .contract import Denoiser
 from .datasets import Dataset, load_dataset
-from .engines import Attended, attend
 from .errors import InputError, RunError
 from .machines import (
     DEFAULT_MEMORY_BUDGET,
     MACHINES,
+    CandidateMachine,
+    Declaration,
+    Option,
     ELSMachine,
     FlexCompositeMachine,
     IdealMachine,
@@ -64,7 +66,6 @@ __all__ = [
     "StationaryMachine",
     "WienerMachine",
     "measure_sensitivity",
-    "Attended",
     "CosineSchedule",
     "DEFAULT_MEMORY_BUDGET",
     "Dataset",
@@ -74,6 +75,9 @@ __all__ = [
     "InputError",
     "LocalMachine",
     "MACHINES",
+    "CandidateMachine",
+    "Declaration",
+    "Option",
     "NetworkDenoiser",
     "PRESETS",
     "PatchSchedule",
@@ -82,7 +86,6 @@ __all__ = [
     "ScoreMachine",
     "Trace",
     "Traced",
-    "attend",
     "class_of_seed",
     "ddim_grid",
     "ddim_sample",

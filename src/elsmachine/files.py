@@ -20,7 +20,8 @@ import torch
 
 from .errors import InputError, RunError
 
-__all__ = ["atomic_write", "write_json", "save_samples", "load_samples", "file_digest", "check_writable"]
+__all__ = ["atomic_write", "write_json", "save_samples", "load_samples", "file_digest", "tensor_digest",
+           "check_writable"]
 
 
 def atomic_write(path, data: bytes) -> Path:
@@ -75,6 +76,17 @@ def file_digest(path, algorithm: str = "sha256") -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def tensor_digest(images: torch.Tensor, labels: torch.Tensor | None = None, block: int = 4096) -> str:
+    """Hex digest (16 characters) of a set of images as stored (dtype, shape and bytes, block by
+    block, so a memory-mapped set is never copied whole) and of its labels."""
+    h = hashlib.sha256(f"{images.dtype} {tuple(images.shape)}".encode())
+    for n0 in range(0, images.shape[0], block):
+        h.update(images[n0 : n0 + block].detach().cpu().contiguous().numpy().tobytes())
+    if labels is not None:
+        h.update(labels.to(torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _clear_stale(path: Path) -> None:

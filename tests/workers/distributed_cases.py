@@ -4,6 +4,7 @@ each rank saves what it returns, so the test can compare every rank with one pro
     python -m torch.distributed.run --standalone --nproc_per_node 2 distributed_cases.py OUT
 """
 
+import json
 import sys
 
 import torch
@@ -54,6 +55,10 @@ def results(distributed: bool) -> dict:
             m = em.make_machine(name, Y, labels=labels if cond else None, distributed=distributed, **kw)
             key = f"{name}-{'-'.join(str(v) for o, v in kw.items() if o != 'sensitivity')}-{'cond' if cond else 'uncond'}"
             lab = torch.tensor([0, 2, 1]) if cond else None
+            # What results record of the machine: the full set, whatever share this rank holds.
+            out[f"{key}-describe"] = json.dumps(m.describe(), sort_keys=True, default=str)
+            out[f"{key}-repr"] = repr(m)
+            out[f"{key}-fingerprint"] = m.training_fingerprint
             for t in (0.3, 0.9):
                 out[f"{key}-{t}-x0"] = m.denoise(x, t, labels=lab)
                 if name in ("ls", "els") and kw["backend"] == "native":  # every size from one pass

@@ -208,12 +208,11 @@ def run_one(cfg: BenchConfig) -> dict:
 def _backend(m, x) -> str:
     """Which engine form a machine ran on: the compiled kernel, attention by matrix products,
     or, for the peers, their own form (masked products, box sums, statistics)."""
-    if m.name in ("ls", "els"):
-        if m._use_triton(x):
-            return "triton"
-        return "native" if m._use_native(x) else "attention"
-    return {"ideal": "attention", "nearest": "distances", "wiener": "eigenbasis", "stationary": "fourier",
-            "locality": "masked", "pspc": "box sums", "pspc-flex": "masked"}[m.name]
+    if hasattr(m, "engine_name"):
+        name = m.engine_name(x)
+        return "triton" if name == "Triton" else name
+    return {"nearest": "distances", "wiener": "eigenbasis", "stationary": "fourier", "pspc": "box sums",
+            "pspc-flex": "masked"}.get(m.name, m.declaration.form)
 
 
 def run_benchmark(configs: list[BenchConfig], *, on_result=None, timeout: float = 3600) -> dict:

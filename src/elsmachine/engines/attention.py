@@ -25,15 +25,12 @@ from typing import Iterable
 import torch
 
 from ..errors import InputError
-from .softmax import SoftmaxState
+from .softmax import SoftmaxState, exp_floor
 
-__all__ = ["Attended", "attend", "ATTENTION_BACKENDS"]
+__all__ = ["Attended", "attend", "attention_state", "ATTENTION_BACKENDS"]
 
 ATTENTION_BACKENDS = ("auto", "fused", "explicit")
 
-# float32 exp of arguments below about -87 produces subnormal numbers, which are ~10x slower
-# to compute; those weights are below 1.7e-38 of the largest one, so clamping changes nothing.
-_EXP_FLOOR = {torch.float32: -87.0, torch.float64: -708.0, torch.float16: -17.0, torch.bfloat16: -87.0}
 
 _flash_cpu = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
@@ -73,7 +70,7 @@ class _Workspace:
 _WORKSPACE = _Workspace()
 
 
-def attend(
+def attention_state(
     q: torch.Tensor,
     key_chunks: Iterable[torch.Tensor],
     value_cols: slice,
@@ -81,16 +78,14 @@ def attend(
     trace: bool = False,
     backend: str = "auto",
     tile_elems: int = 1 << 20,
-    combine=None,
-    allow_empty: bool = False,
-) -> Attended:
-    """Softmax attention of ``q`` [G, M, D] over the keys streamed in ``key_chunks``.
+) -> SoftmaxState:
+    """The softmax state of ``q`` [G, M, D] over the keys streamed in ``key_chunks``, not yet
+    finalised (the engine's :class:`SoftmaxState` over [G, M], values last).
 
     Each chunk is [G, L_c, D] with the dtype and device of ``q``; the values are the columns
     ``value_cols`` of the keys. ``tile_elems`` bounds the logits held at once (G * rows * cols).
-    Candidate indices in the trace count along the concatenated stream, unless ``combine``
-    (called with the state before it is finalised, e.g. to merge it with other processes')
-    rewrites them. ``allow_empty``: no candidate at all is an empty state, not an error.
+    With ``trace``, ``state.source`` holds the position along the concatenated stream of each
+    query's best candidate. No candidate at all is an empty state (every m = -inf).
     """
     if backend not in ATTENTION_BACKENDS:
         raise InputError(f"unknown engine backend {backend!r}; choose one of {', '.join(ATTENTION_BACKENDS)}")
@@ -115,18 +110,23 @@ def attend(
         else:
             run.update_explicit(keys, offset, tile_elems)
         offset += keys.shape[1]
-    if offset == 0 and not allow_empty:
+    return run.state
+
+
+def attend(q: torch.Tensor, key_chunks: Iterable[torch.Tensor], value_cols: slice, *, trace: bool = False,
+           backend: str = "auto", tile_elems: int = 1 << 20) -> Attended:
+    """:func:`attention_state`, finalised in ``q``'s dtype; no candidate at all is an error."""
+    state = attention_state(q, key_chunks, value_cols, trace=trace, backend=backend, tile_elems=tile_elems)
+    if not bool(torch.isfinite(state.m).any()) and state.m.numel():
         raise InputError("no candidates to attend to")
-    if combine is not None:
-        combine(run.state)
-    fin = run.state.finalize(q.dtype, trace=trace)
-    return Attended(out=fin.out, lse=fin.lse, source=run.state.source, weight=fin.weight, effective=fin.effective)
+    fin = state.finalize(q.dtype, trace=trace)
+    return Attended(out=fin.out, lse=fin.lse, source=state.source, weight=fin.weight, effective=fin.effective)
 
 
 class _Run:
     def __init__(self, q: torch.Tensor, value_cols: slice, state: SoftmaxState) -> None:
         self.q, self.value_cols, self.state = q, value_cols, state
-        self.floor = _EXP_FLOOR.get(q.dtype, -87.0)
+        self.floor = exp_floor(q.dtype)
 
     # ---- fused: one flash-attention call per chunk, merged through its log-sum-exp ----
     def merge_fused(self, keys: torch.Tensor) -> None:

@@ -24,7 +24,7 @@ import torch
 from ..errors import InputError
 from .softmax import SoftmaxState
 
-__all__ = ["Group", "join", "Shard", "shard_of", "gather_merge_", "all_reduce_sum", "gather_argmin"]
+__all__ = ["Group", "join", "Shard", "Sharded", "shard_of", "gather_merge_", "all_reduce_sum", "gather_argmin"]
 
 
 def _dist():
@@ -157,3 +157,29 @@ def join(device: torch.device | None = None) -> Group:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device is not None and device.type == "cuda" else "gloo")
     return Group(dist.get_rank(), dist.get_world_size())
+
+
+class Sharded:
+    """An engine over this rank's share of the bank whose states are merged with every rank's
+    (:func:`gather_merge_`): each rank gets the state one process holding every image would."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def several_sizes(self) -> bool:
+        return getattr(self.inner, "several_sizes", False)
+
+    def stream(self, queries, bank, *, trace: bool) -> SoftmaxState:
+        state = self.inner.stream(queries, bank, trace=trace)
+        gather_merge_(state)
+        return state
+
+    def stream_sizes(self, queries, bank) -> SoftmaxState:
+        state = self.inner.stream_sizes(queries, bank)
+        gather_merge_(state)
+        return state

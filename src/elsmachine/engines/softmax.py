@@ -28,7 +28,16 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["SoftmaxState", "Finalized"]
+__all__ = ["SoftmaxState", "Finalized", "exp_floor"]
+
+# float32 exp of arguments below about -87 produces subnormal numbers, which are ~10x slower to
+# compute; those weights are below 1.7e-38 of the largest one, so clamping changes nothing.
+_EXP_FLOOR = {torch.float32: -87.0, torch.float64: -708.0, torch.float16: -17.0, torch.bfloat16: -87.0}
+
+
+def exp_floor(dtype: torch.dtype) -> float:
+    """The lowest argument worth passing to exp in ``dtype`` (see ``fold_``'s ``floor``)."""
+    return _EXP_FLOOR.get(dtype, -87.0)
 
 
 @dataclass
@@ -53,7 +62,10 @@ class SoftmaxState:
     u: torch.Tensor
     best: torch.Tensor
     value_dim: int
-    source: torch.Tensor | None = None  # int64 stream position of the best candidate (trace)
+    source: torch.Tensor | None = None  # int64 code of the best candidate (trace)
+    # Where the values were centred (attention forms shift both sides by the training mean so
+    # the dot products lose less to rounding): [values], added back to the finalised output.
+    shift: torch.Tensor | None = None
 
     @staticmethod
     def empty(shape: tuple[int, ...], values: int, *, value_dim: int, device, trace: bool = False) -> "SoftmaxState":
@@ -64,6 +76,16 @@ class SoftmaxState:
                             acc=torch.zeros(acc_shape, **f64), u=torch.zeros(shape, **f64),
                             best=torch.full(shape, -math.inf, **f64), value_dim=value_dim,
                             source=torch.zeros(shape, dtype=torch.long, device=device) if trace else None)
+
+    @staticmethod
+    def cat(states: list["SoftmaxState"]) -> "SoftmaxState":
+        """The states of disjoint query rows stacked along the first dimension (same candidates' kind)."""
+        first = states[0]
+        src = None if first.source is None else torch.cat([st.source for st in states])
+        return SoftmaxState(m=torch.cat([st.m for st in states]), l=torch.cat([st.l for st in states]),
+                            acc=torch.cat([st.acc for st in states]), u=torch.cat([st.u for st in states]),
+                            best=torch.cat([st.best for st in states]), value_dim=first.value_dim, source=src,
+                            shift=first.shift)
 
     def fold_(self, logits: torch.Tensor, weigh, *, offset: int = 0, rows=None, floor: float | None = None,
               scratch: torch.Tensor | None = None) -> None:

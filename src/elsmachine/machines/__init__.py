@@ -1,26 +1,32 @@
-"""The score machines: one base, one module per family, one statement of which candidates a
-pixel sees.
+"""The score machines: each one class that declares itself, one file per family, one statement
+of which candidates a pixel sees.
 
-- :mod:`.base`: what every machine shares (contract, classes, patch size by t, trace, caches).
-- :mod:`.candidates`: which candidate patches an output pixel sees (LS, ELS both paddings).
-- :mod:`.ideal`: IS. :mod:`.local`: LS and ELS on either engine form.
-- The peers' machines: :mod:`.nearest`, :mod:`.gaussian` (Wiener, stationary), :mod:`.locality`,
-  :mod:`.composite` (PSPC square and flex), the last two on :mod:`.masked`.
+- :mod:`.declaration`: how a machine states its name, options, candidates and capabilities.
+- :mod:`.base`: what every machine shares (contract, classes, patch size by t, trace, the full
+  set's description); :class:`~.base.CandidateMachine`, what the softmax machines add (an engine
+  chosen once per device and dtype, its key cache).
+- :mod:`.candidates`: which candidate patches an output pixel sees (LS, ELS both paddings);
+  :mod:`.forms`: the engine forms over those candidates (attention, displacement, Triton).
+- The machines: :mod:`.ideal` (IS), :mod:`.local` (LS, ELS), and the peers' :mod:`.nearest`,
+  :mod:`.gaussian` (Wiener, stationary), :mod:`.locality`, :mod:`.composite` (PSPC square and
+  flex; the last two share :mod:`.masked`).
 - :mod:`.tracing`: a machine wrapped to record where every pixel comes from.
-- :mod:`.registry`: machines by name.
+- :mod:`.registry`: every declared machine by name, found by importing this package's modules.
 """
 
-from .base import BACKENDS, DEFAULT_MEMORY_BUDGET, ScoreMachine, Trace
+from .base import BACKENDS, DEFAULT_MEMORY_BUDGET, CandidateMachine, ScoreMachine, Trace
 from .composite import FlexCompositeMachine, PatchCompositeMachine
+from .declaration import COMPOSITE, LINEAR, SOFTMAX, Declaration, Option
 from .gaussian import StationaryMachine, WienerMachine
 from .ideal import IdealMachine
 from .local import ELSMachine, LocalMachine, PatchMachine
 from .locality import LocalityMachine
 from .nearest import NearestMachine
-from .registry import MACHINES, make_machine, options_of
+from .registry import MACHINES, declaration_of, declarations, make_machine, options_of
 from .tracing import SampleTrace, Traced
 
-__all__ = ["BACKENDS", "DEFAULT_MEMORY_BUDGET", "ScoreMachine", "Trace", "IdealMachine", "ELSMachine",
-           "LocalMachine", "PatchMachine", "NearestMachine", "WienerMachine", "StationaryMachine", "LocalityMachine",
-           "PatchCompositeMachine", "FlexCompositeMachine", "MACHINES", "make_machine", "options_of", "SampleTrace",
-           "Traced"]
+__all__ = ["BACKENDS", "DEFAULT_MEMORY_BUDGET", "ScoreMachine", "CandidateMachine", "Trace", "Declaration", "Option",
+           "SOFTMAX", "LINEAR", "COMPOSITE", "IdealMachine", "ELSMachine", "LocalMachine", "PatchMachine",
+           "NearestMachine", "WienerMachine", "StationaryMachine", "LocalityMachine", "PatchCompositeMachine",
+           "FlexCompositeMachine", "MACHINES", "make_machine", "options_of", "declaration_of", "declarations",
+           "SampleTrace", "Traced"]

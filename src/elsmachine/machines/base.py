@@ -8,23 +8,31 @@ training set Y [N, C, H, W]:
 
 and the machines differ only in which candidates (n, p) an output pixel q sees
 (:mod:`.candidates`). This module holds what they share: the contract, class-conditional
-subsets, the patch size looked up by t, the trace, and the caches of converted training data.
+subsets, the patch size looked up by t, the trace, the full set's description on a sharded
+machine, and (:class:`CandidateMachine`) what the softmax machines add: the engine chosen once
+per device and dtype, its key cache, and the progress of a long stream.
+
+A machine class declares itself (:mod:`.declaration`); its name, whether it can be traced and
+whether it has a patch size are read from that declaration.
 """
 
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 
 from .. import checks
+from ..engines.engine import Bank, KeyCache, as_float
 from ..errors import InputError
+from ..files import tensor_digest
 from ..noise import CosineSchedule, NoiseSchedule
 from ..patch_schedule import PatchSchedule
+from .declaration import Declaration
 
-__all__ = ["ScoreMachine", "PatchSized", "Trace", "DEFAULT_MEMORY_BUDGET", "BACKENDS", "as_float"]
+__all__ = ["ScoreMachine", "CandidateMachine", "PatchSized", "Trace", "DEFAULT_MEMORY_BUDGET", "BACKENDS",
+           "as_float"]
 
 DEFAULT_MEMORY_BUDGET = 2 << 30  # bytes of candidate keys held at once (cache + one chunk)
 
@@ -65,14 +73,6 @@ class Trace:
             dest[sel] = getattr(other, f).to(device=dest.device, dtype=dest.dtype)
 
 
-def as_float(images: torch.Tensor, dtype, device) -> torch.Tensor:
-    """Training images in ``dtype`` on ``device``; uint8 v becomes v / 127.5 - 1 computed in
-    float32, exactly what the dataset loaders make of the same file."""
-    if images.dtype == torch.uint8:
-        return (images.to(device=device, dtype=torch.float32) / 127.5 - 1.0).to(dtype)
-    return images.to(device=device, dtype=dtype)
-
-
 def _channel_mean(images: torch.Tensor, block: int = 4096) -> torch.Tensor:
     """float64 [C]: the per-channel mean, summed block by block (never the whole set in float64)."""
     total = torch.zeros(images.shape[1], dtype=torch.float64)
@@ -82,34 +82,38 @@ def _channel_mean(images: torch.Tensor, block: int = 4096) -> torch.Tensor:
 
 
 class ScoreMachine:
-    """A closed-form denoiser over a training set. Subclasses say which candidates a pixel sees.
+    """A closed-form denoiser over a training set. Subclasses declare themselves
+    (``declaration``) and say in :meth:`_denoise_subset` what they compute.
 
     Args:
         images: training set, float [N, C, H, W] in [-1, 1]; or uint8 in 0..255 (v / 127.5 - 1,
             as the dataset loaders convert), a tensor or a numpy array, memory-mapped or not:
-            kept as it is and converted block by block where the engine streams (LS and ELS
+            kept as it is and converted block by block where an engine streams (LS and ELS
             on the CPU), so a large set costs a quarter of its float32 size.
         labels: optional int [N] class labels, for class-conditional denoising.
         schedule: the noise schedule (default: the paper's legacy cosine).
-        memory_budget: bytes of candidate keys the machine may hold at once; above it keys are
+        memory_budget: bytes the machine may hold at once for its candidates; above it they are
             built and streamed in chunks of training images.
         distributed: inside an initialised ``torch.distributed`` group, keep only this rank's
             share of ``images`` (every rank passes the same full set, or its path) and merge the
-            ranks' softmax states: every rank returns what one process holding all would.
-        backend: "auto" (default: the compiled displacement kernel where it runs, else the
-            attention engine; the Triton kernel for LS and ELS on CUDA tensors where Triton is
-            installed), "native" (the kernel, or an error), "triton" (the GPU kernel for LS and
-            ELS, or an error), "fused" or "explicit"
-            (attention engine variants; see :mod:`elsmachine.engines.attention`).
+            ranks' results: every rank returns what one process holding all would. The machine
+            still describes the full set (``n_train``, ``training_fingerprint``).
     """
 
+    declaration: Declaration
     name = "machine"
     has_patch_size = False
-    traceable = True  # has a candidate with the largest weight per pixel to name
+    traceable = False
     padding: str | None = None
 
+    def __init_subclass__(cls, **kw) -> None:
+        super().__init_subclass__(**kw)
+        decl = cls.__dict__.get("declaration")
+        if isinstance(decl, Declaration):  # what the rest of the project reads, from the one statement
+            cls.name, cls.traceable, cls.has_patch_size = decl.name, decl.traceable, decl.has_patch_size
+
     def __init__(self, images, *, labels=None, schedule: NoiseSchedule | None = None,
-                 memory_budget: int = DEFAULT_MEMORY_BUDGET, backend: str = "auto", distributed: bool = False) -> None:
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, distributed: bool = False) -> None:
         if isinstance(images, (str, os.PathLike)):
             from ..datasets import load_dataset
 
@@ -117,14 +121,16 @@ class ScoreMachine:
         images = checks.images_tensor(images, uint8=True)
         n = images.shape[0]
         labels = None if labels is None else checks.labels_tensor(labels, n, "training labels").cpu()
-        # What every rank must agree on comes from the full set: its classes and its mean (both
-        # sides are centred by it, and a constant per query would not cancel across ranks).
+        # What describes the machine, and what every rank must agree on, comes from the full set.
+        self.n_train = int(n)
         self._all_classes = [] if labels is None else sorted(int(c) for c in torch.unique(labels))
-        self._mu = _channel_mean(images)
+        self._full_set(images, labels)
         self.distributed = bool(distributed)
+        self._fingerprint = None
         if self.distributed:
             from ..engines.distributed import shard_of
 
+            self._fingerprint = tensor_digest(images, labels)  # the full set is here only now
             self._global = shard_of(n, labels).index
             images = images[self._global]
             labels = None if labels is None else labels[self._global]
@@ -136,19 +142,14 @@ class ScoreMachine:
             raise InputError(f"schedule must be a noise schedule (CosineSchedule, DiscreteSchedule), got "
                              f"{type(self.schedule).__name__}")
         self.memory_budget = checks.memory_budget(memory_budget)
-        if backend not in BACKENDS:
-            raise InputError(f"unknown engine backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        self.backend = backend
-        self._attention_backend = backend if backend in ("fused", "explicit") else "auto"
         self._class_index: dict[int, torch.Tensor] = {}
         if self.labels is not None:
             for c in torch.unique(self.labels).tolist():
                 self._class_index[int(c)] = torch.nonzero(self.labels == c).flatten()
         self._data: dict = {}
-        # Called as on_candidates(images done, images in all) while a long call streams its bank.
-        self.on_candidates = None
-        self._keys: OrderedDict = OrderedDict()
-        self._keys_bytes = 0
+
+    def _full_set(self, images: torch.Tensor, labels) -> None:
+        """Called with the full training set before a sharded machine keeps its share."""
 
     # ------------------------------------------------------------------ public contract
     @property
@@ -160,6 +161,13 @@ class ScoreMachine:
     def classes(self) -> list[int]:
         """Class labels that have training images (empty for an unlabelled machine)."""
         return list(self._all_classes)
+
+    @property
+    def training_fingerprint(self) -> str:
+        """A digest of the full training set as given (images as stored, and labels)."""
+        if self._fingerprint is None:
+            self._fingerprint = tensor_digest(self.images, self.labels)
+        return self._fingerprint
 
     def denoise(self, x: torch.Tensor, t, labels=None, patch_size: int | None = None) -> torch.Tensor:
         """x0_hat = E[x_0 | x_t = x]: [B, C, H, W], same dtype and device as ``x``.
@@ -176,7 +184,14 @@ class ScoreMachine:
 
     def denoise_traced(self, x: torch.Tensor, t, labels=None, patch_size: int | None = None):
         """Like :meth:`denoise`, also returning a :class:`Trace` of where each pixel comes from."""
+        self.check_traceable()
         return self._run(x, t, labels, patch_size, trace=True)
+
+    def check_traceable(self) -> None:
+        """Refuse, by name, a trace of a machine that has no best candidate per pixel to name."""
+        if not self.traceable:
+            raise InputError(f"{type(self).__name__} cannot be traced: it has no candidate with the largest weight "
+                             f"per pixel to name (its candidates: {self.declaration.candidates})")
 
     def eps(self, x: torch.Tensor, t, labels=None, patch_size: int | None = None) -> torch.Tensor:
         """eps_hat = (x_t - a x0_hat) / s."""
@@ -189,9 +204,15 @@ class ScoreMachine:
         return -self.eps(x, t, labels, patch_size) / s.view(-1, 1, 1, 1)
 
     def describe(self) -> dict:
-        """The settings that decide this machine's output (for results files)."""
-        return {"machine": self.name, "n_train": int(self.images.shape[0]), "conditional": self.labels is not None,
-                "schedule": self.schedule.to_dict()}
+        """The settings that decide this machine's output (for results files): its name, the full
+        training set's size, whether it is conditional, the noise schedule, and every option its
+        declaration records."""
+        d = {"machine": self.name, "n_train": self.n_train, "conditional": self.labels is not None,
+             "schedule": self.schedule.to_dict()}
+        for opt in self.declaration.options:
+            if opt.recorded:
+                d[opt.name] = opt.recorded_value(getattr(self, opt.name))
+        return d
 
     # ------------------------------------------------------------------ shared machinery
     def _sizes(self, tt: torch.Tensor, patch_size) -> list[int | None]:
@@ -235,66 +256,28 @@ class ScoreMachine:
             groups.setdefault(key, []).append(b)
         return [(torch.tensor(idx), cls, k) for (cls, k), idx in groups.items()]
 
+    def _index(self, cls) -> torch.Tensor:
+        """Positions in this machine's images of class ``cls`` (all if None; possibly none on a rank)."""
+        if cls is None:
+            return torch.arange(self.images.shape[0])
+        return self._class_index.get(cls, torch.zeros(0, dtype=torch.long))
+
     def _training(self, dtype, device, cls):
         """Training images of class ``cls`` (all if None; on a sharded machine, this rank's share,
-        possibly none) in x's dtype and device, their global indices, and the per-channel mean of
-        the full training set used to centre both sides."""
+        possibly none) in ``dtype`` on ``device``, converted once, and their global indices."""
         key = (dtype, device, cls)
         hit = self._data.get(key)
         if hit is None:
-            if cls is None:
-                idx = torch.arange(self.images.shape[0])
-            else:
-                idx = self._class_index.get(cls, torch.zeros(0, dtype=torch.long))
-            Y = as_float(self.images[idx], dtype, device)
-            hit = (Y, self._global[idx], self._mu.to(device=device, dtype=dtype))
-            self._data[key] = hit
+            idx = self._index(cls)
+            hit = self._data[key] = (as_float(self.images[idx], dtype, device), self._global[idx])
         return hit
 
-    def _report(self, done: int, total: int) -> None:
-        """Tell ``on_candidates`` (when set) how many training images one call has streamed."""
-        if self.on_candidates is not None:
-            self.on_candidates(done, total)
-
-    def _raw(self, cls):
-        """Training images of class ``cls`` (all if None) as stored (uint8 stays uint8; all of
-        them without a copy; a class's gathered once) and their global indices: for engines that
-        convert block by block."""
-        if cls is None:
-            return self.images, self._global
-        hit = self._data.get(("stored", cls))
-        if hit is None:
-            idx = self._class_index.get(cls, torch.zeros(0, dtype=torch.long))
-            hit = self._data[("stored", cls)] = (self.images[idx], self._global[idx])
-        return hit
-
-    def _combine(self, state) -> None:
-        """Before a state is finalised: on a sharded machine, merge it with every rank's (its
-        ``source`` must hold global codes by then)."""
+    def _merge(self, state) -> None:
+        """On a sharded machine, merge a softmax state with every rank's (codes must be global)."""
         if self.distributed:
             from ..engines.distributed import gather_merge_
 
             gather_merge_(state)
-
-    def _cached_keys(self, key, nbytes, build):
-        """Keys for one block: cached when they fit half the budget, least recently used evicted.
-        ``nbytes`` is an upper bound on the size ``build()`` will return; None when they do not
-        fit (the caller streams them in chunks instead)."""
-        if key is None:
-            return build() if nbytes <= self.memory_budget // 2 else None
-        hit = self._keys.get(key)
-        if hit is not None:
-            self._keys.move_to_end(key)
-            return hit
-        if nbytes > self.memory_budget // 2:
-            return None
-        while self._keys and self._keys_bytes + nbytes > self.memory_budget // 2:
-            _, old = self._keys.popitem(last=False)
-            self._keys_bytes -= old.numel() * old.element_size()
-        keys = build()
-        self._keys[key] = keys
-        self._keys_bytes += keys.numel() * keys.element_size()
-        return keys
 
     def _denoise_subset(self, x, a, s, k, cls, trace, t):  # pragma: no cover - abstract
         """x0_hat [b, C, H, W] (and a Trace) of the batch rows x, all of class ``cls`` and size
@@ -303,7 +286,78 @@ class ScoreMachine:
 
     def __repr__(self) -> str:
         C, H, W = self.image_shape
-        return f"{type(self).__name__}(N={self.images.shape[0]}, C={C}, H={H}, W={W})"
+        return f"{type(self).__name__}(N={self.n_train}, C={C}, H={H}, W={W})"
+
+
+class CandidateMachine(ScoreMachine):
+    """A softmax machine: x0_hat is the softmax-weighted average of the training pixels its
+    candidates hold (docs/theory.md, "The score machines"). It streams a bank of candidates
+    through one engine (:mod:`elsmachine.engines.engine`), chosen once per device and dtype by
+    :meth:`_choose_engine` and wrapped in the sharded bank when ``distributed``.
+
+    Args (beyond :class:`ScoreMachine`'s):
+        backend: one of the declaration's backends: "auto" (default: the compiled displacement
+            kernel where it runs, the Triton kernel for CUDA tensors where Triton is installed,
+            else the attention form), "native" (the kernel, or an error), "triton" (the GPU
+            kernel, or an error), "fused" or "explicit" (attention variants; see
+            :mod:`elsmachine.engines.attention`).
+
+    ``on_candidates(done, total)``, when set, is told how far a long call has streamed the bank.
+    """
+
+    def __init__(self, images, *, labels=None, schedule: NoiseSchedule | None = None,
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, backend: str = "auto", distributed: bool = False) -> None:
+        if backend not in BACKENDS:
+            raise InputError(f"unknown engine backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if backend not in self.declaration.backends:
+            raise InputError(self._no_backend(backend))
+        super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget, distributed=distributed)
+        self.backend = backend
+        self._attention_backend = backend if backend in ("fused", "explicit") else "auto"
+        self._cache = KeyCache(self.memory_budget)
+        self._engines: dict = {}
+        self._banks: dict = {}
+        self.on_candidates = None
+
+    def _no_backend(self, backend: str) -> str:
+        return (f"the {self.name} machine has no {backend} backend; it takes {', '.join(self.declaration.backends)}")
+
+    def _full_set(self, images, labels) -> None:
+        # Both sides are centred by the full set's mean (a constant per query would not cancel
+        # across ranks).
+        self._mu = _channel_mean(images)
+
+    def engine(self, x: torch.Tensor):
+        """The engine this machine streams tensors like ``x`` through (chosen at first use)."""
+        key = (x.device, x.dtype)
+        hit = self._engines.get(key)
+        if hit is None:
+            hit = self._choose_engine(x)
+            if self.distributed:
+                from ..engines.distributed import Sharded
+
+                hit = Sharded(hit)
+            self._engines[key] = hit
+        return hit
+
+    def engine_name(self, x: torch.Tensor) -> str:
+        """The name of the engine form tensors like ``x`` run on (for benchmarks and reports)."""
+        return self.engine(x).name
+
+    def _choose_engine(self, x):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def bank(self, cls) -> Bank:
+        """The candidates of class ``cls`` (all if None) on this rank: the images as stored (a
+        class's gathered once), their global indices and the full set's mean."""
+        hit = self._banks.get(cls)
+        if hit is None:
+            idx = None if cls is None else self._index(cls)
+            images = self.images if idx is None else self.images[idx]
+            index = self._global if idx is None else self._global[idx]
+            hit = self._banks[cls] = Bank(images, index, self._mu, key=("class", cls))
+        hit.progress = self.on_candidates
+        return hit
 
 
 class PatchSized:
@@ -341,9 +395,3 @@ class PatchSized:
             if t not in by_time:
                 by_time[t] = self._checked_size(self.patch_size_at(t))
         return [by_time[t] for t in tt.tolist()]
-
-    def describe(self) -> dict:
-        ps = self.patch_size
-        # A schedule's times and sizes decide the output; its meta is provenance only.
-        return {**super().describe(),
-                "patch_size": {"ts": list(ps.ts), "sizes": list(ps.sizes)} if isinstance(ps, PatchSchedule) else ps}

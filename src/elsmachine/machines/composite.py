@@ -21,29 +21,26 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..engines.softmax import SoftmaxState
+from ..engines.softmax import SoftmaxState, exp_floor
 from ..errors import InputError
 from ..noise import NoiseSchedule
 from ..patch_schedule import as_patch_schedule
+from ..sensitivity import Sensitivity
 from .base import DEFAULT_MEMORY_BUDGET, PatchSized, ScoreMachine
-from .masked import masked_posterior
+from .declaration import COMPOSITE, PATCH_SIZE, Declaration, Option
+from .masked import masked_finish, masked_state
 
 __all__ = ["PatchCompositeMachine", "FlexCompositeMachine"]
-
-_EXP_FLOOR = {torch.float32: -87.0, torch.float64: -708.0}
-
-
-def _no_trace(machine):
-    raise InputError(f"{type(machine).__name__} averages overlapping windows: no single candidate names a pixel's "
-                     f"source, so it cannot be traced")
 
 
 class PatchCompositeMachine(PatchSized, ScoreMachine):
     """PSPC with square windows. ``patch_size`` takes every form LS and ELS take (one size, one
     per step, a preset, a patch schedule or its file); a window must fit inside the image."""
 
-    name = "pspc"
-    traceable = False
+    declaration = Declaration(
+        name="pspc", summary="PSPC square (Niedoba et al.): posterior means of k x k crops, averaged where they "
+        "overlap.", candidates="the same k x k crop of every training image, per window; windows averaged",
+        form=COMPOSITE, options=(PATCH_SIZE,), order=70)
 
     def __init__(self, images, patch_size=None, labels=None, *, schedule: NoiseSchedule | None = None,
                  memory_budget: int = DEFAULT_MEMORY_BUDGET, distributed: bool = False) -> None:
@@ -57,9 +54,7 @@ class PatchCompositeMachine(PatchSized, ScoreMachine):
         return k
 
     def _denoise_subset(self, x, a, s, k, cls, trace, t=None):
-        if trace:
-            _no_trace(self)
-        Y, _, _ = self._training(x.dtype, x.device, cls)
+        Y, _ = self._training(x.dtype, x.device, cls)
         B, C, H, W = x.shape
         nw = (H - k + 1) * (W - k + 1)
         per = max(1, (self.memory_budget // 4) // (x.element_size() * (B * H * W + C * k * k * nw)))
@@ -73,8 +68,8 @@ class PatchCompositeMachine(PatchSized, ScoreMachine):
             logits = box.view(B, n, nw).transpose(1, 2).contiguous().mul_(-scale)  # [B, windows, n]
             crops = F.unfold(Yc, k)  # [n, C k k, windows]
             state.fold_(logits, lambda w, crops=crops: torch.einsum("bwn,nvw->bwv", w, crops),
-                        floor=_EXP_FLOOR.get(x.dtype, -87.0))
-        self._combine(state)
+                        floor=exp_floor(x.dtype))
+        self._merge(state)
         means = state.finalize(torch.float64, trace=False).out  # [B, windows, C k k]
         summed = F.fold(means.transpose(1, 2), (H, W), k)  # [B, C, H, W]
         count = F.fold(torch.ones_like(means[:1]).transpose(1, 2), (H, W), k)
@@ -86,12 +81,15 @@ class FlexCompositeMachine(ScoreMachine):
     :class:`~elsmachine.networks.sensitivity.Sensitivity` or its file), one set per step of its
     grid; a time outside that grid is refused."""
 
-    name = "pspc-flex"
-    traceable = False
+    declaration = Declaration(
+        name="pspc-flex", summary="PSPC flex: windows shaped by a trained network's sensitivity.",
+        candidates="the same window of every training image, per output pixel's window; windows averaged",
+        form=COMPOSITE, order=80,
+        options=(Option("sensitivity", "path", None, "The network sensitivity file (els sensitivity --model ...).",
+                        flag="--sensitivity", required=True, record=lambda sens: sens.describe()),))
 
     def __init__(self, images, sensitivity, labels=None, *, schedule: NoiseSchedule | None = None,
                  memory_budget: int = DEFAULT_MEMORY_BUDGET, distributed: bool = False) -> None:
-        from ..sensitivity import Sensitivity
 
         super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget, distributed=distributed)
         self.sensitivity = sensitivity if isinstance(sensitivity, Sensitivity) else Sensitivity.load(sensitivity)
@@ -103,13 +101,8 @@ class FlexCompositeMachine(ScoreMachine):
             raise InputError(f"the sensitivity was measured on the noise schedule {self.sensitivity.schedule}, "
                              f"the machine uses {self.schedule.to_dict()}")
 
-    def describe(self) -> dict:
-        return {**super().describe(), "sensitivity": self.sensitivity.describe()}
-
     def _denoise_subset(self, x, a, s, k, cls, trace, t=None):
-        if trace:
-            _no_trace(self)
-        Y, _, _ = self._training(x.dtype, x.device, cls)
+        Y, _ = self._training(x.dtype, x.device, cls)
         B, C, H, W = x.shape
         out = torch.empty_like(x)
         for ti in sorted(set(t.tolist())):
@@ -119,7 +112,9 @@ class FlexCompositeMachine(ScoreMachine):
                 raise InputError(f"the sensitivity {self.sensitivity.source} leaves pixels in no window at t = {ti:g}")
             rows = win.repeat(1, C)  # the window's pixels in every channel: [q, C*H*W]
             scale = (1.0 / (2.0 * s[sel].to(torch.float64) ** 2)).to(x.dtype)
-            o, _, _ = masked_posterior(x[sel].reshape(len(sel), -1), a[sel], scale, Y.flatten(1), rows,
-                                       composite=True, memory_budget=self.memory_budget, combine=self._combine)
+            state = masked_state(x[sel].reshape(len(sel), -1), a[sel], scale, Y.flatten(1), rows, composite=True,
+                                 memory_budget=self.memory_budget)
+            self._merge(state)
+            o, _ = masked_finish(state, rows, composite=True, dtype=x.dtype)
             out[sel] = o.view(len(sel), C, H, W)
         return out, None

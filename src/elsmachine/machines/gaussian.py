@@ -24,17 +24,15 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import InputError
 from ..noise import NoiseSchedule
-from .base import as_float, DEFAULT_MEMORY_BUDGET, ScoreMachine
+from .base import DEFAULT_MEMORY_BUDGET, ScoreMachine, as_float
+from .declaration import LINEAR, Declaration
 
 __all__ = ["WienerMachine", "StationaryMachine", "GaussianMachine"]
 
 
 class GaussianMachine(ScoreMachine):
     """Shared body: statistics per class, cached; no candidates to trace."""
-
-    traceable = False
 
     def __init__(self, images, labels=None, *, schedule: NoiseSchedule | None = None,
                  memory_budget: int = DEFAULT_MEMORY_BUDGET, distributed: bool = False) -> None:
@@ -54,25 +52,21 @@ class GaussianMachine(ScoreMachine):
     def statistics(self, cls=None) -> tuple:
         """The float64 statistics of class ``cls`` (all images when None), computed once."""
         if cls not in self._stats:
-            idx = torch.arange(self.images.shape[0]) if cls is None else self._class_index.get(
-                cls, torch.zeros(0, dtype=torch.long))
-            self._stats[cls] = self._compute(as_float(self.images[idx], torch.float64, "cpu"))
+            self._stats[cls] = self._compute(as_float(self.images[self._index(cls)], torch.float64, "cpu"))
         return self._stats[cls]
 
     def _compute(self, Y: torch.Tensor) -> tuple:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def _run(self, x, t, labels, patch_size, trace):
-        if trace:
-            raise InputError(f"{type(self).__name__} is linear in x_t: it has no candidates to trace")
-        return super()._run(x, t, labels, patch_size, trace)
 
 
 class WienerMachine(GaussianMachine):
     """The Wiener filter of the training set's mean and covariance (the exact denoiser of a
     Gaussian with those moments)."""
 
-    name = "wiener"
+    declaration = Declaration(
+        name="wiener", summary="The Wiener filter: the exact denoiser of a Gaussian with the data's mean and "
+        "covariance.", candidates="none: linear in x_t (the training set's mean and covariance)", form=LINEAR,
+        order=40)
 
     def _compute(self, Y):
         flat = Y.flatten(1)  # [N, D], N may be 0 on a rank
@@ -101,7 +95,10 @@ class StationaryMachine(GaussianMachine):
     """The Wiener filter of the training set augmented with all its circular shifts, applied in
     the 2D Fourier domain (a C x C matrix per frequency)."""
 
-    name = "stationary"
+    declaration = Declaration(
+        name="stationary", summary="The stationary Gaussian: the Wiener filter of every circular shift of the data.",
+        candidates="none: linear in x_t (the covariance of every circular shift, per frequency)", form=LINEAR,
+        order=50)
 
     def _compute(self, Y):
         _, C, H, W = Y.shape

@@ -10,10 +10,8 @@ A pixel q is denoised from the candidate patches :mod:`.candidates` says it sees
 The patch size belongs to the machine: one size, or a patch schedule looked up by t
 (:mod:`elsmachine.patch_schedule`); ``denoise(..., patch_size=k)`` overrides it per call.
 
-Attention form: dropping |P_q(x_t)|^2, the same for every candidate of a query, leaves
-(a / s^2) q.y - (a^2 / (2 s^2)) |y|^2, queries [(a/s^2) q, -(a^2/(2 s^2))] against keys
-[y, |y|^2], both sides shifted by the training mean first. Each class of pixels that see the
-same candidate pixels is one group of the engine.
+The engine forms (attention, the compiled displacement kernel, the Triton kernel) are in
+:mod:`.forms`; the machine picks one per device and dtype and finalises its state.
 """
 
 from __future__ import annotations
@@ -23,21 +21,33 @@ import warnings
 import torch
 
 from .. import checks
-from ..engines import attend
 from ..engines import displacement as disp
-from ..errors import InputError, RunError
+from ..engines.engine import Bank, Fallback
+from ..engines.softmax import SoftmaxState
+from ..errors import InputError
 from ..noise import NoiseSchedule
 from ..patch_schedule import PatchSchedule, as_patch_schedule
-from .base import DEFAULT_MEMORY_BUDGET, PatchSized, ScoreMachine, Trace, as_float
-from .candidates import gather_patches, pixel_classes, rectangles
+from .base import BACKENDS, DEFAULT_MEMORY_BUDGET, CandidateMachine, PatchSized, Trace
+from .declaration import PATCH_SIZE, SOFTMAX, Declaration, Option
+from .forms import AttentionForm, DisplacementForm, Geometry, PatchQueries, TritonForm
 
-__all__ = ["PatchMachine", "LocalMachine", "ELSMachine"]
+__all__ = ["PatchMachine", "LocalMachine", "ELSMachine", "PATCH_OPTIONS"]
+
+PADDING = Option("padding", str, "zeros", "zeros: boundary-broken ELS; circular: periodic.", flag="--padding",
+                 choices=("zeros", "circular"))
+BACKEND = Option("backend", str, "auto", "The engine form: auto, native (the compiled CPU kernel), triton (the GPU "
+                 "kernel), fused or explicit (attention).", flag="--backend", choices=BACKENDS, recorded=False)
+APPROX_IMAGES = Option("approx_images", int, None, "Approximate: each noisy image meets only the patches of its N "
+                       "nearest training images.", flag="--approx-images")
+APPROX_RADIUS = Option("approx_radius", int, None, "Approximate (ELS, compiled kernel): candidates at most this many "
+                       "pixels from the query along each axis.", flag="--approx-radius")
+PATCH_OPTIONS = (PATCH_SIZE, PADDING, BACKEND, APPROX_IMAGES, APPROX_RADIUS)
 
 
-class PatchMachine(PatchSized, ScoreMachine):
+class PatchMachine(PatchSized, CandidateMachine):
     """Shared body of LS and ELS: patch sizes, the two engine forms, streamed candidates.
 
-    Args (beyond :class:`ScoreMachine`'s):
+    Args (beyond :class:`CandidateMachine`'s):
         patch_size: one odd size, one per step of the default grid (highest t first), a preset
             name, a :class:`~elsmachine.PatchSchedule`, or a schedule file.
         padding: "zeros" or "circular".
@@ -71,7 +81,6 @@ class PatchMachine(PatchSized, ScoreMachine):
             if backend not in ("auto", "native"):
                 raise InputError(f"approx_radius needs the native backend, not backend={backend!r}")
         self.approx_radius = approx_radius
-        self._triton_failed = False  # set when the Triton kernel failed here under backend="auto"
 
     def _checked_size(self, k: int) -> int:
         """Zero padding: a window of 2 max(H, W) - 1 already sees the whole image from every
@@ -85,12 +94,25 @@ class PatchMachine(PatchSized, ScoreMachine):
             return cover
         return k
 
-    def describe(self) -> dict:
-        return {**super().describe(), "padding": self.padding, "approx_images": self.approx_images,
-                "approx_radius": self.approx_radius}
-
     # ------------------------------------------------------------------ engine forms
-    def _use_native(self, x) -> bool:
+    def _triton_wanted(self, x) -> bool:
+        """Under "auto": the Triton kernel for CUDA tensors where Triton is installed (the CPU has its own)."""
+        from ..engines import gpu
+
+        return x.device.type == "cuda" and gpu.available(x) and self.approx_radius is None
+
+    def _choose_engine(self, x):
+        geometry = Geometry(self.name, self.padding, self.approx_radius)
+        attention = AttentionForm(geometry, self._cache, self.memory_budget, self._attention_backend)
+        if self.backend == "triton":
+            from ..engines import gpu
+
+            why = gpu.why_unavailable(x)
+            if why is not None:
+                raise InputError(f"the triton backend cannot run here: {why}")
+            return Fallback(TritonForm(geometry), None, strict=True)
+        if self.backend == "auto" and self._triton_wanted(x):
+            return Fallback(TritonForm(geometry), attention)
         if self.backend == "native" or self.approx_radius is not None:
             if not disp.available(x):
                 from ..engines.native import status
@@ -98,140 +120,43 @@ class PatchMachine(PatchSized, ScoreMachine):
                 what = "approx_radius" if self.approx_radius is not None else "the native backend"
                 raise InputError(f"{what} needs the compiled kernel and float32/float64 CPU tensors "
                                  f"(kernel: {status()}; x: {x.dtype} on {x.device})")
-            return True
-        return self.backend == "auto" and disp.available(x)
+            return DisplacementForm(geometry, self._cache, self.memory_budget)
+        if self.backend == "auto" and disp.available(x):
+            return DisplacementForm(geometry, self._cache, self.memory_budget)
+        return attention
+
+    def _nearest_bank(self, bank: Bank, x, a) -> Bank:
+        """Approximate mode: the ``approx_images`` training images nearest to x [1, C, H, W] by
+        |x - a Y_n|, chosen afresh at every call (not cached)."""
+        Y = bank.as_float(x.dtype, x.device)
+        d = ((x - a * Y) ** 2).flatten(1).sum(1)
+        near = torch.topk(d, self.approx_images, largest=False).indices.sort().values
+        return Bank(Y[near], bank.index[near.cpu()], bank.mean, key=None)
 
     def _denoise_subset(self, x, a, s, k, cls, trace, t=None):
-        stored, gidx = self._raw(cls)
-        exact = self.approx_images is None or self.approx_images >= stored.shape[0]
-        if exact and not self._use_triton(x) and self._use_native(x):
-            # The kernel streams the images as stored, converted one block at a time (a uint8
-            # bank stays uint8; a float one is not copied).
-            return self._denoise_native(x, a, s, k, stored, gidx, trace, cache=cls)
-        Y, gidx, mu = self._training(x.dtype, x.device, cls)
-        if exact:
-            return self._denoise_on(x, a, s, k, Y, gidx, mu, trace, cache=cls)
-        # Approximate mode: each image meets only the patches of its approx_images nearest
-        # training images, |x - a Y_n|, chosen afresh at every call (coarse to fine).
-        outs, traces = [], []
-        for b in range(x.shape[0]):
-            d = ((x[b : b + 1] - a[b] * Y) ** 2).flatten(1).sum(1)
-            near = torch.topk(d, self.approx_images, largest=False).indices.sort().values
-            o, t = self._denoise_on(x[b : b + 1], a[b : b + 1], s[b : b + 1], k, Y[near], gidx[near.cpu()], mu,
-                                    trace, cache=None)
-            outs.append(o)
-            traces.append(t)
-        x0 = torch.cat(outs)
-        if not trace:
-            return x0, None
-        return x0, Trace(*(torch.cat([getattr(t, f) for t in traces]) for f in
-                           ("source_image", "source_pixel", "weight", "effective", "patch_size")))
+        engine = self.engine(x)
+        bank = self.bank(cls)
+        if self.approx_images is None or self.approx_images >= len(bank):
+            state = engine.stream(PatchQueries(x, a, s, k), bank, trace=trace)
+        else:  # each image meets only the patches of its nearest training images
+            state = SoftmaxState.cat([
+                engine.stream(PatchQueries(x[b : b + 1], a[b : b + 1], s[b : b + 1], k),
+                              self._nearest_bank(bank, x[b : b + 1], a[b]), trace=trace)
+                for b in range(x.shape[0])])
+        return self._finish(state, x, trace)
 
-    def _denoise_on(self, x, a, s, k, Y, gidx, mu, trace, cache):
-        """Denoise x against the training images Y (global indices gidx; the approximate mode's
-        nearest images reach the kernel here); ``cache`` names the candidate set for the key
-        cache (None: do not cache)."""
-        if self._use_triton(x):
-            try:
-                return self._denoise_triton(x, a, s, k, Y, gidx, trace)
-            except InputError:
-                raise
-            except Exception as e:  # noqa: BLE001 - Triton's compiler or driver, on this GPU
-                if self.backend == "triton":
-                    raise RunError(f"the Triton kernel failed on {x.device}: {type(e).__name__}: "
-                                   f"{str(e).splitlines()[0] if str(e) else ''}") from None
-                # auto: say so once, then keep to the attention form on this machine
-                warnings.warn(f"the Triton kernel failed on {x.device} ({type(e).__name__}); using the attention "
-                              f"form instead", stacklevel=4)
-                self._triton_failed = True
-        if self._use_native(x):
-            return self._denoise_native(x, a, s, k, Y, gidx, trace, cache)
-        return self._denoise_attention(x, a, s, k, Y, gidx, mu, trace, cache)
-
-    def _use_triton(self, x) -> bool:
-        from ..engines import gpu
-
-        if self.backend == "triton":
-            why = gpu.why_unavailable(x)
-            if why is not None:
-                raise InputError(f"the triton backend cannot run here: {why}")
-            return True
-        # auto: the kernel for CUDA tensors where Triton is installed (the CPU has its own).
-        return (self.backend == "auto" and x.device.type == "cuda" and gpu.available(x) and self.approx_radius is None
-                and not self._triton_failed)
-
-    def _denoise_triton(self, x, a, s, k, Y, gidx, trace):
-        from ..engines.gpu import TritonStream
-
-        B, C, H, W = x.shape
-        HW = H * W
-        classes = pixel_classes(self.name, self.padding, H, W, k, self.approx_radius)
-        state = TritonStream(x, Y, a, s, k, self.padding, classes).state
-        if trace:  # local image codes -> global ones (image * H * W + pixel)
-            src = state.source.clamp_min(0)
-            img = gidx.to(x.device)[src // HW] if Y.shape[0] else torch.zeros_like(src)
-            state.source = img * HW + src % HW
-        else:
-            state.source = None
-        self._combine(state)
+    def _finish(self, state: SoftmaxState, x, trace):
+        """x0_hat [B, C, H, W] in x's dtype (and the trace) from a state over [B, H, W]."""
         fin = state.finalize(torch.float64, trace=trace)
         x0 = fin.out.to(x.dtype)
+        if state.shift is not None:  # the attention form centred both sides by the training mean
+            x0 = x0 + state.shift.to(device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
         if not trace:
             return x0, None
+        HW = x.shape[2] * x.shape[3]
         code = state.source
-        return x0, Trace(source_image=code // HW, source_pixel=code % HW, weight=fin.weight.to(x.dtype),
-                         effective=fin.effective.to(x.dtype), patch_size=torch.full((B,), k, dtype=torch.long))
-
-    def _feed_native(self, stream, x, Y, k, cache) -> None:
-        """Stream the training images Y (as stored) through the kernel's ``stream``, laid out
-        for size k: all at once from the key cache where they fit, else in chunks."""
-        C, H, W = x.shape[1:]
-        nb = disp.native.block_size()
-        per_image = C * (2 * H + 2 * k) * (2 * W + 2 * k) * x.element_size()  # an upper bound
-        key = None if cache is None else ("native", self.padding, k, cache, x.dtype, x.device)
-        padded_n = -(-Y.shape[0] // nb) * nb  # blocks are filled up to a whole block of images
-        if not Y.shape[0]:  # a sharded machine's rank may hold no image of a class
-            return
-        whole = self._cached_keys(key, per_image * padded_n,
-                                  lambda: disp.candidate_blocks(as_float(Y, x.dtype, x.device), k, self.padding)[0])
-        if whole is not None:
-            stream.feed(whole, Y.shape[0], k // 2)
-            self._report(Y.shape[0], Y.shape[0])
-            return
-        per = max(nb, (self.memory_budget // 4) // per_image // nb * nb)
-        for n0 in range(0, Y.shape[0], per):
-            Yc = as_float(Y[n0 : n0 + per], x.dtype, x.device)  # uint8 banks: one block at a time
-            stream.feed(disp.candidate_blocks(Yc, k, self.padding)[0], Yc.shape[0], k // 2)
-            self._report(n0 + Yc.shape[0], Y.shape[0])
-
-    def _denoise_native(self, x, a, s, k, Y, gidx, trace, cache):
-        B, C, H, W = x.shape
-        X, ox = disp.pad_images(x, k, self.padding, extended=False)
-        groups = rectangles(self.name, self.padding, H, W, k, self.approx_radius)
-        stream = disp.DisplacementStream(X, ox, H, W, k, a, s, groups, trace=trace)
-        self._feed_native(stream, x, Y, k, cache)
-        HW = H * W
-        if trace:  # the best candidate as a global code: image * H * W + pixel
-            img = gidx[stream.source_image] if Y.shape[0] else torch.zeros_like(stream.source_image)
-            stream.state.source = img * HW + stream.source_pixel
-        self._combine(stream.state)
-        res = stream.result()
-        x0 = res.out.to(x.dtype)
-        if not trace:
-            return x0, None
-        code = stream.state.source
-        return x0, Trace(source_image=code // HW, source_pixel=code % HW, weight=res.weight, effective=res.effective,
-                         patch_size=torch.full((B,), k, dtype=torch.long))
-
-    def _native_sizes(self, x, a, s, ks, Y, cache) -> list[torch.Tensor]:
-        """x0_hat at each of the increasing sizes ``ks`` from one pass of the kernel over Y."""
-        B, C, H, W = x.shape
-        X, ox = disp.pad_images(x, ks[-1], self.padding, extended=False)
-        groups = [rectangles(self.name, self.padding, H, W, k, self.approx_radius) for k in ks]
-        stream = disp.DisplacementStream(X, ox, H, W, list(ks), a, s, groups)
-        self._feed_native(stream, x, Y, ks[-1], cache)
-        self._combine(stream.state)
-        return list(stream.result().out.to(x.dtype).view(len(ks), B, C, H, W))
+        return x0, Trace(source_image=code // HW, source_pixel=code % HW, weight=fin.weight, effective=fin.effective,
+                         patch_size=torch.full((x.shape[0],), -1, dtype=torch.long))
 
     def denoise_sizes(self, x: torch.Tensor, t, sizes, labels=None) -> list[torch.Tensor]:
         """x0_hat at each patch size of ``sizes`` (in that order): ``denoise(x, t, labels,
@@ -243,7 +168,8 @@ class PatchMachine(PatchSized, ScoreMachine):
         if not ks:
             raise InputError("give at least one patch size")
         x = checks.query(x, self.image_shape)
-        if len(set(ks)) == 1 or self.approx_images is not None or self._use_triton(x) or not self._use_native(x):
+        engine = self.engine(x)
+        if len(set(ks)) == 1 or self.approx_images is not None or not getattr(engine, "several_sizes", False):
             return [self.denoise(x, t, labels, patch_size=k) for k in ks]
         B = x.shape[0]
         tt = checks.times(t, B)
@@ -253,95 +179,19 @@ class PatchMachine(PatchSized, ScoreMachine):
         most = disp.native.max_sizes()
         for bidx, cls, _ in self._subsets(labels, [None] * B, B):
             sel = bidx.to(x.device)
-            stored, _ = self._raw(cls)
             for j0 in range(0, len(uniq), most):
                 part = uniq[j0 : j0 + most]
-                for k, o in zip(part, self._native_sizes(x[sel], a[sel], s[sel], part, stored, cls)):
+                state = engine.stream_sizes(PatchQueries(x[sel], a[sel], s[sel], part), self.bank(cls))
+                got = state.finalize(torch.float64, trace=False).out.to(x.dtype).view(len(part), len(bidx), *x.shape[1:])
+                for k, o in zip(part, got):
                     outs[k][sel] = o
         return [outs[k] for k in ks]
-
-    def _layout(self, H: int, W: int, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The pixel classes, stacked into blocks (queries [G, Q], candidates [G, P]) of classes
-        with the same numbers of query and candidate pixels, largest first."""
-        by_size: dict[tuple[int, int], list] = {}
-        for qs, ps in pixel_classes(self.name, self.padding, H, W, k, self.approx_radius):
-            by_size.setdefault((qs.numel(), ps.numel()), []).append((qs, ps))
-        return [(torch.stack([q for q, _ in cl]), torch.stack([p for _, p in cl]))
-                for _, cl in sorted(by_size.items(), reverse=True)]
-
-    def _block_keys(self, Y, mu_vec, k, cand):
-        """Keys [G, n * P, C*k*k + 1] of the images Y [n, C, H, W] at the candidate pixels
-        cand [G, P]; candidate j of group g is image j // P at pixel cand[g, j % P]."""
-        G, P = cand.shape
-        n = Y.shape[0]
-        Dp = mu_vec.numel()
-        p = gather_patches(Y, k, self.padding, cand.reshape(-1)) - mu_vec  # [n, G*P, Dp]
-        keys = Y.new_empty(G, n, P, Dp + 1)
-        keys[..., :Dp] = p.view(n, G, P, Dp).permute(1, 0, 2, 3)
-        keys[..., Dp] = (p * p).sum(-1).view(n, G, P).permute(1, 0, 2)
-        return keys.view(G, n * P, Dp + 1)
-
-    def _key_chunks(self, Y, mu_vec, k, cand, cache_key):
-        G, P = cand.shape
-        per_image = G * P * (mu_vec.numel() + 1) * Y.element_size()
-        keys = self._cached_keys(cache_key, per_image * Y.shape[0], lambda: self._block_keys(Y, mu_vec, k, cand))
-        if keys is not None:
-            yield keys
-            return
-        per = max(1, (self.memory_budget // 4) // per_image)
-        for n0 in range(0, Y.shape[0], per):
-            yield self._block_keys(Y[n0 : n0 + per], mu_vec, k, cand)
-
-    def _denoise_attention(self, x, a, s, k, Y, gidx, mu, trace, cache):
-        B, C, H, W = x.shape
-        h = k // 2
-        Dp = C * k * k
-        mu_vec = mu.repeat_interleave(k * k)  # [Dp], channel-major like the patches
-        xp = gather_patches(x, k, self.padding, torch.arange(H * W)) - a.view(-1, 1, 1) * mu_vec  # [B, HW, Dp]
-        scale = (a / s**2).view(1, B, 1, 1)
-        bias = (-(a**2) / (2 * s**2)).view(1, B, 1)
-        x0 = x.new_empty(B, C, H * W)
-        tr = Trace.empty(B, H * W, 1, x) if trace else None
-        for bi, (qpos_cpu, cpos_cpu) in enumerate(self._layout(H, W, k)):
-            qpos, cpos = qpos_cpu.to(x.device), cpos_cpu.to(x.device)
-            G, Q = qpos.shape
-            P = cpos.shape[1]
-            flat = qpos.reshape(-1)
-            q = x.new_empty(G, B, Q, Dp + 1)
-            q[..., :Dp] = xp[:, flat].view(B, G, Q, Dp).permute(1, 0, 2, 3) * scale
-            q[..., Dp] = bias
-            cache_key = None if cache is None else (self.padding, k, H, W, bi, cache, x.dtype, x.device)
-
-            def combine(state, P=P, cpos=cpos):  # stream positions -> global codes, then every rank's
-                if state.source is not None:
-                    n_local, p_local = state.source // P, state.source % P
-                    img = gidx.to(x.device)[n_local] if Y.shape[0] else torch.zeros_like(n_local)
-                    state.source = img * (H * W) + torch.gather(cpos, 1, p_local)
-                self._combine(state)
-
-            res = attend(q.view(G, B * Q, Dp + 1), self._key_chunks(Y, mu_vec, k, cpos, cache_key),
-                         slice(h * k + h, Dp, k * k),  # the centre pixel of every channel
-                         trace=trace, backend=self._attention_backend, combine=combine, allow_empty=self.distributed)
-            x0[:, :, flat] = res.out.view(G, B, Q, C).permute(1, 3, 0, 2).reshape(B, C, G * Q)
-            if trace:
-                def per_pixel(v, G=G, Q=Q):  # [G, B * Q] -> [B, G * Q]
-                    return v.view(G, B, Q).permute(1, 0, 2).reshape(B, G * Q)
-
-                tr.source_image[:, flat, 0] = per_pixel(res.source // (H * W))
-                tr.source_pixel[:, flat, 0] = per_pixel(res.source % (H * W))
-                tr.weight[:, flat, 0] = per_pixel(res.weight)
-                tr.effective[:, flat, 0] = per_pixel(res.effective)
-        x0 = (x0 + mu.view(1, -1, 1)).view(B, C, H, W)
-        if not trace:
-            return x0, None
-        return x0, Trace(*(getattr(tr, f).view(B, H, W) for f in ("source_image", "source_pixel", "weight", "effective")),
-                         patch_size=torch.full((B,), k, dtype=torch.long))
 
     def __repr__(self) -> str:
         C, H, W = self.image_shape
         ps = self.patch_size
         k = f"a patch schedule of {len(ps.sizes)} steps" if isinstance(ps, PatchSchedule) else ps
-        return (f"{type(self).__name__}(N={self.images.shape[0]}, C={C}, H={H}, W={W}, patch_size={k}, "
+        return (f"{type(self).__name__}(N={self.n_train}, C={C}, H={H}, W={W}, patch_size={k}, "
                 f"padding={self.padding!r})")
 
 
@@ -349,7 +199,10 @@ class LocalMachine(PatchMachine):
     """LS, the local score machine: pixel q sees the patch at q of every training image.
     ``padding`` decides what a window past the border contains ("zeros" or "circular")."""
 
-    name = "ls"
+    declaration = Declaration(
+        name="ls", summary="LS, the local score machine: each pixel from the patches at the same pixel.",
+        candidates="the patch at the same pixel of every training image", form=SOFTMAX, options=PATCH_OPTIONS,
+        traceable=True, sizes_in_one_pass=True, backends=BACKENDS, order=10)
 
 
 class ELSMachine(PatchMachine):
@@ -360,4 +213,8 @@ class ELSMachine(PatchMachine):
     sees the patches at every pixel with q's padding footprint.
     """
 
-    name = "els"
+    declaration = Declaration(
+        name="els", summary="ELS, the equivariant local score machine (zeros: boundary-broken).",
+        candidates="the patches at every pixel of every training image (zeros: those with the same padding "
+                   "footprint)", form=SOFTMAX, options=PATCH_OPTIONS, traceable=True, sizes_in_one_pass=True,
+        backends=BACKENDS, order=20)

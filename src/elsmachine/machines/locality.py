@@ -23,17 +23,41 @@ import torch
 
 from ..errors import InputError
 from ..noise import NoiseSchedule
-from .base import DEFAULT_MEMORY_BUDGET, ScoreMachine, Trace
+from .base import DEFAULT_MEMORY_BUDGET, CandidateMachine, Trace
+from .declaration import SOFTMAX, Declaration, Option
 from .gaussian import WienerMachine
-from .masked import masked_posterior
+from .masked import masked_finish, masked_state
 
 __all__ = ["LocalityMachine"]
 
 
-class LocalityMachine(ScoreMachine):
+class _MaskedEntries:
+    """The engine of the locality machine: every output entry its own masked softmax over whole
+    training images (:func:`.masked.masked_state`); ``source`` the global index of the best."""
+
+    name = "masked"
+    several_sizes = False
+
+    def __init__(self, memory_budget: int) -> None:
+        self.memory_budget = memory_budget
+
+    def stream(self, queries, bank, *, trace: bool):
+        x, a, scale, rows = queries
+        Y = bank.as_float(x.dtype, x.device)
+        return masked_state(x, a, scale, Y.flatten(1), rows, composite=False, memory_budget=self.memory_budget,
+                            trace=trace, index=bank.index)
+
+
+class LocalityMachine(CandidateMachine):
     """Lukoianov et al.'s analytic locality machine (see the module docstring)."""
 
-    name = "locality"
+    declaration = Declaration(
+        name="locality", summary="Lukoianov et al.'s analytic locality: masks from the data's Wiener projection.",
+        candidates="every whole training image, each output entry through its own mask of input entries",
+        form=SOFTMAX, traceable=True, order=60,
+        options=(Option("threshold", float, 0.02, "The share of the largest normalised projection an entry needs to "
+                        "enter a distance.", flag="--threshold"),
+                 Option("temperature", float, 1.0, "The softmax temperature.", flag="--temperature")))
 
     def __init__(self, images, threshold: float = 0.02, temperature: float = 1.0, labels=None, *,
                  schedule: NoiseSchedule | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
@@ -69,12 +93,12 @@ class LocalityMachine(ScoreMachine):
         self._masks[key] = mask
         return mask
 
-    def describe(self) -> dict:
-        return {**super().describe(), "threshold": self.threshold, "temperature": self.temperature}
+    def _choose_engine(self, x):
+        return _MaskedEntries(self.memory_budget)
 
     def _denoise_subset(self, x, a, s, k, cls, trace, t=None):
-        Y, gidx, _ = self._training(x.dtype, x.device, cls)
         B, C, H, W = x.shape
+        engine, bank = self.engine(x), self.bank(cls)
         out = torch.empty_like(x)
         tr = None
         if trace:
@@ -84,14 +108,8 @@ class LocalityMachine(ScoreMachine):
             sel = torch.nonzero(t == ti).flatten().to(x.device)
             rows = self.mask(ti, cls).T.to(device=x.device, dtype=x.dtype)  # [m, u]
             scale = (1.0 / (2.0 * s[sel].to(torch.float64) ** 2 * self.temperature)).to(x.dtype)
-            def combine(state):  # positions in this rank's share -> global images, then every rank's
-                if state.source is not None:
-                    state.source = gidx.to(x.device)[state.source] if Y.shape[0] else state.source
-                self._combine(state)
-
-            o, state, fin = masked_posterior(x[sel].reshape(len(sel), -1), a[sel], scale, Y.flatten(1),
-                                             rows, composite=False, memory_budget=self.memory_budget, trace=trace,
-                                             combine=combine)
+            state = engine.stream((x[sel].reshape(len(sel), -1), a[sel], scale, rows), bank, trace=trace)
+            o, fin = masked_finish(state, rows, composite=False, dtype=x.dtype, trace=trace)
             out[sel] = o.view(len(sel), C, H, W)
             if trace:  # the first channel's entries stand for their pixel
                 tr.source_image[sel] = state.source[:, : H * W].reshape(-1, H, W)

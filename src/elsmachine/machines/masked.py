@@ -18,20 +18,20 @@ from __future__ import annotations
 
 import torch
 
-from ..engines.softmax import SoftmaxState
+from ..engines.softmax import SoftmaxState, exp_floor
 
-__all__ = ["masked_posterior"]
-
-_EXP_FLOOR = {torch.float32: -87.0, torch.float64: -708.0}
+__all__ = ["masked_state", "masked_finish"]
 
 
-def masked_posterior(x: torch.Tensor, a: torch.Tensor, scale: torch.Tensor, Y: torch.Tensor, rows: torch.Tensor, *,
-                     composite: bool, memory_budget: int, trace: bool = False, combine=None):
-    """x [B, D], a and scale [B], Y [N, D], rows [Q, D] (0/1, in x's dtype) -> (out [B, D], state).
+def masked_state(x: torch.Tensor, a: torch.Tensor, scale: torch.Tensor, Y: torch.Tensor, rows: torch.Tensor, *,
+                 composite: bool, memory_budget: int, trace: bool = False, index: torch.Tensor | None = None
+                 ) -> SoftmaxState:
+    """x [B, D], a and scale [B], Y [N, D], rows [Q, D] (0/1, in x's dtype) -> the softmax state
+    over [B, Q] (values last: D for the composite form, 1 for the entry form).
 
     Entry form needs Q == D. ``memory_budget`` bounds the chunk of images held at once. With
-    ``trace`` the state records each query's best image (``state.source``, entry form only, as a
-    position in Y). ``combine(state)`` runs before the state is finalised.
+    ``trace`` the state records each query's best image (``state.source``, entry form only):
+    ``index[position in Y]``, the global index, where ``index`` is given.
     """
     B, D = x.shape
     Q = rows.shape[0]
@@ -40,7 +40,7 @@ def masked_posterior(x: torch.Tensor, a: torch.Tensor, scale: torch.Tensor, Y: t
     per = max(1, (memory_budget // 4) // (x.element_size() * B * (D + Q)))  # squared differences, logits
     state = SoftmaxState.empty((B, Q), values, value_dim=-1, device=x.device, trace=trace)
     rows_t = rows.T.contiguous()  # [D, Q]
-    floor = _EXP_FLOOR.get(x.dtype, -87.0)
+    floor = exp_floor(x.dtype)
     for n0 in range(0, N, per):
         Yc = Y[n0 : n0 + per]  # [n, D]
         E = (x[:, None, :] - a.view(-1, 1, 1) * Yc[None]) ** 2  # [B, n, D]
@@ -50,12 +50,18 @@ def masked_posterior(x: torch.Tensor, a: torch.Tensor, scale: torch.Tensor, Y: t
         else:
             weigh = lambda w, Yc=Yc: (w * Yc.T[None]).sum(-1, keepdim=True)  # noqa: E731 - [B, D, 1]
         state.fold_(logits, weigh, offset=n0, floor=floor)
-    if combine is not None:
-        combine(state)
+    if trace and index is not None and N:
+        state.source = index.to(x.device)[state.source]
+    return state
+
+
+def masked_finish(state: SoftmaxState, rows: torch.Tensor, *, composite: bool, dtype, trace: bool = False):
+    """(out [B, D] in ``dtype``, the finalised state): the entry form's values, or the composite's
+    window means averaged over the windows holding each entry."""
     fin = state.finalize(torch.float64, trace=trace)
     if composite:
         counts = rows.to(torch.float64).sum(0)  # [D] windows holding each entry
         out = (fin.out * rows.to(torch.float64)).sum(1) / counts
     else:
         out = fin.out[..., 0]
-    return out.to(x.dtype), state, fin
+    return out.to(dtype), fin

@@ -13,6 +13,7 @@ import torch
 
 from ..noise import NoiseSchedule
 from .base import DEFAULT_MEMORY_BUDGET, ScoreMachine, Trace
+from .declaration import SOFTMAX, Declaration
 
 __all__ = ["NearestMachine"]
 
@@ -21,14 +22,17 @@ class NearestMachine(ScoreMachine):
     """Nearest training image to x_t / a in L2, returned whole. Traced like IS: its one candidate
     holds all the weight."""
 
-    name = "nearest"
+    declaration = Declaration(
+        name="nearest", summary="The nearest training image, whole: IS at zero temperature (memorisation).",
+        candidates="every whole training image (the nearest takes all the weight)", form=SOFTMAX, traceable=True,
+        order=30)
 
     def __init__(self, images, labels=None, *, schedule: NoiseSchedule | None = None,
                  memory_budget: int = DEFAULT_MEMORY_BUDGET, distributed: bool = False) -> None:
         super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget, distributed=distributed)
 
     def _denoise_subset(self, x, a, s, k, cls, trace, t=None):
-        Y, gidx, _ = self._training(x.dtype, x.device, cls)
+        Y, gidx = self._training(x.dtype, x.device, cls)
         B = x.shape[0]
         per = max(1, (self.memory_budget // 4) // max(1, B * x[0].numel() * x.element_size()))
         best_d = torch.full((B,), float("inf"), dtype=x.dtype, device=x.device)

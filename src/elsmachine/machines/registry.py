@@ -1,45 +1,59 @@
-"""Machines by name: ``make_machine("els", images, ...)`` and the list the command line offers.
+"""Machines by name, read from their declarations (:mod:`.declaration`).
 
-Every machine takes the training images, optional labels, the noise schedule and a memory budget;
-each class lists in ``OPTIONS`` the further options it has. An option given to a machine that
-does not have it is refused by name, never dropped.
+Every module of this package is imported once, and every class that declares itself (a
+``declaration`` in its own class body) is registered under its declared name, in its declared
+order. ``make_machine(name, images, ...)`` builds one; an option the machine does not declare is
+refused by name, never dropped.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from ..errors import InputError
 from ..noise import NoiseSchedule
 from .base import DEFAULT_MEMORY_BUDGET, ScoreMachine
-from .composite import FlexCompositeMachine, PatchCompositeMachine
-from .gaussian import StationaryMachine, WienerMachine
-from .ideal import IdealMachine
-from .local import ELSMachine, LocalMachine
-from .locality import LocalityMachine
-from .nearest import NearestMachine
+from .declaration import Declaration
 
-__all__ = ["MACHINES", "make_machine", "options_of"]
+__all__ = ["MACHINES", "make_machine", "options_of", "declaration_of", "declarations"]
 
-MACHINES: dict[str, type[ScoreMachine]] = {
-    "ideal": IdealMachine, "ls": LocalMachine, "els": ELSMachine, "nearest": NearestMachine,
-    "wiener": WienerMachine, "stationary": StationaryMachine, "locality": LocalityMachine,
-    "pspc": PatchCompositeMachine, "pspc-flex": FlexCompositeMachine,
-}
 
-_OPTIONS = {
-    IdealMachine: ("backend",),
-    LocalMachine: ("patch_size", "padding", "backend", "approx_images", "approx_radius"),
-    ELSMachine: ("patch_size", "padding", "backend", "approx_images", "approx_radius"),
-    LocalityMachine: ("threshold", "temperature"),
-    PatchCompositeMachine: ("patch_size",),
-    FlexCompositeMachine: ("sensitivity",),
-}
+def _discover() -> dict[str, type[ScoreMachine]]:
+    package = importlib.import_module(__package__)
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{__package__}.{info.name}")
+    found: dict[str, type] = {}
+    todo = list(ScoreMachine.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        decl = cls.__dict__.get("declaration")
+        if isinstance(decl, Declaration):
+            if decl.name in found and found[decl.name] is not cls:
+                raise RuntimeError(f"two machines declare the name {decl.name!r}: {found[decl.name].__name__}, "
+                                   f"{cls.__name__}")
+            found[decl.name] = cls
+    return dict(sorted(found.items(), key=lambda kv: (kv[1].declaration.order, kv[0])))
+
+
+MACHINES: dict[str, type[ScoreMachine]] = _discover()
+
+
+def declarations() -> list[Declaration]:
+    """Every machine's declaration, in listing order."""
+    return [cls.declaration for cls in MACHINES.values()]
+
+
+def declaration_of(name: str) -> Declaration:
+    if name not in MACHINES:
+        raise InputError(f"unknown machine {name!r}; choose one of {', '.join(MACHINES)}")
+    return MACHINES[name].declaration
 
 
 def options_of(name: str) -> tuple[str, ...]:
-    """The options (beyond images, labels, schedule, memory_budget) machine ``name`` takes."""
-    if name not in MACHINES:
-        raise InputError(f"unknown machine {name!r}; choose one of {', '.join(MACHINES)}")
-    return _OPTIONS.get(MACHINES[name], ())
+    """The options (beyond images, labels, schedule, memory_budget, distributed) machine ``name`` takes."""
+    return declaration_of(name).option_names
 
 
 def make_machine(
@@ -49,30 +63,25 @@ def make_machine(
     labels=None,
     schedule: NoiseSchedule | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    padding: str | None = None,
-    patch_size=None,
-    backend: str = "auto",
-    approx_images: int | None = None,
-    approx_radius: int | None = None,
-    threshold: float | None = None,
-    temperature: float | None = None,
-    sensitivity=None,
     distributed: bool = False,
+    **options,
 ) -> ScoreMachine:
-    """Build a machine by name: "ideal" (IS), "ls" (LS), "els" (ELS; zeros = boundary-broken),
-    "nearest", "wiener", "stationary", "locality", "pspc", "pspc-flex". ``padding`` defaults to
-    "zeros" where a machine has one. ``distributed``: shard the candidate bank across the ranks of
-    an initialised ``torch.distributed`` group (every machine)."""
-    takes = options_of(name)
-    given = {"padding": padding, "patch_size": patch_size, "backend": None if backend == "auto" else backend,
-             "approx_images": approx_images, "approx_radius": approx_radius, "threshold": threshold,
-             "temperature": temperature, "sensitivity": sensitivity}
-    given = {k: v for k, v in given.items() if v is not None}
-    refused = [k for k in given if k not in takes]
+    """Build the machine ``name`` (see ``MACHINES``; e.g. "ideal", "ls", "els", "nearest", "wiener",
+    "stationary", "locality", "pspc", "pspc-flex") over ``images``, with the options it declares
+    (``options_of(name)``; e.g. ``patch_size``, ``padding`` for LS and ELS). An option left None
+    takes the machine's default; ``backend="auto"`` is every machine's default. ``distributed``:
+    shard the candidate bank across the ranks of an initialised ``torch.distributed`` group."""
+    decl = declaration_of(name)
+    given = {k: v for k, v in options.items() if v is not None and not (k == "backend" and v == "auto")}
+    refused = [k for k in given if decl.option(k) is None]
     if refused:
         raise InputError(f"the {name} machine ({MACHINES[name].__name__}) has no {', '.join(refused)}; "
                          f"got {', '.join(f'{k}={given[k]!r}' for k in refused)}")
-    if "sensitivity" in takes and "sensitivity" not in given:
-        raise InputError(f"the {name} machine needs a sensitivity (els sensitivity --model ...)")
+    for opt in decl.options:
+        if opt.required and opt.name not in given:
+            flag = f" ({opt.flag} on the command line)" if opt.flag else ""
+            raise InputError(f"the {name} machine needs a {opt.name.replace('_', ' ')}{flag}: {opt.help}")
+    if distributed and not decl.distributed:
+        raise InputError(f"the {name} machine cannot shard its bank (distributed=True)")
     return MACHINES[name](images, labels=labels, schedule=schedule, memory_budget=memory_budget,
                           distributed=distributed, **given)

@@ -36,7 +36,9 @@ class Traced:
     """A machine that records the trace of every denoiser call (see the module docstring)."""
 
     def __init__(self, machine) -> None:
-        if not hasattr(machine, "denoise_traced") or not getattr(machine, "traceable", True):
+        if hasattr(machine, "check_traceable"):
+            machine.check_traceable()
+        elif not hasattr(machine, "denoise_traced"):
             raise InputError(f"{type(machine).__name__} cannot be traced: it has no candidate with the largest weight "
                              f"per pixel to name")
         self.machine = machine
