@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import pickle
 import tarfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -111,6 +113,20 @@ def _read_npz(path: Path, what: str):
     return x, y
 
 
+def _download_failure(e: Exception) -> str:
+    """Why a download failed, in a few words (urllib wraps the socket's error in its own)."""
+    if isinstance(e, http.client.IncompleteRead):
+        if e.expected is None:
+            return "the connection closed early"
+        return f"the connection closed after {len(e.partial)} of {len(e.partial) + e.expected} bytes"
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP error {e.code} ({e.reason})"
+    reason = e.reason if isinstance(e, urllib.error.URLError) else e
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason) or type(reason).__name__
+
+
 def _download(name: str, root: Path) -> None:
     from ..files import atomic_write, file_digest
 
@@ -122,8 +138,8 @@ def _download(name: str, root: Path) -> None:
         try:
             with urllib.request.urlopen(base + fname, timeout=60) as r:
                 data = r.read()
-        except OSError as e:
-            raise InputError(f"could not download {base + fname}: {e}") from None
+        except (OSError, http.client.HTTPException) as e:  # a body cut short is no OSError
+            raise InputError(f"could not download {base + fname}: {_download_failure(e)}") from None
         got = hashlib.md5(data).hexdigest()
         if got != md5:
             raise InputError(f"download of {fname} is corrupt: MD5 {got}, expected {md5}")

@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 
 from ..datasets import Dataset
-from ..errors import InputError
+from ..errors import InputError, RunError
 from ..noise import CosineSchedule, NoiseSchedule
 from ..files import atomic_write, write_json
 from .architectures import NetConfig, build_network
@@ -156,7 +156,8 @@ def train(
     checked before any weights are read). ``autocast``: a lower precision for the forward pass
     (e.g. torch.bfloat16), or None for full precision. ``init_from``: a checkpoint (folder or
     bundled name) of the same architecture whose weights a new run starts from. ``on_step``
-    sees {"epoch", "step", "steps", "loss"} after every step.
+    sees {"epoch", "step", "steps", "loss"} after every step. A loss that is not finite stops the
+    run with a RunError; the last checkpoint written before it stays in ``out_dir``.
     """
     out = Path(out_dir)
     schedule = schedule or CosineSchedule()
@@ -243,7 +244,7 @@ def train(
                         ema[k].lerp_(v, 1.0 - decay)
             lv = float(loss.detach())
             if not math.isfinite(lv):
-                raise FloatingPointError(f"training diverged at step {step} (loss {lv}); lower the learning rate")
+                raise RunError(f"training diverged at step {step} (loss {lv}); lower the learning rate")
             running += lv
             step += 1
             i += 1
