@@ -56,6 +56,19 @@ def ideal(x, t, Y, return_weights=False):
     return (out, w) if return_weights else out
 
 
+def tempered(x, t, Y, temperature):
+    """IS with its logits divided by ``temperature``, by enumeration over the images."""
+    a, s = coefficients(t)
+    x, Y = x.double(), Y.double()
+    out = torch.zeros_like(x)
+    for b in range(x.shape[0]):
+        z = torch.tensor([-float(((x[b] - a * Y[n]) ** 2).sum()) / (2 * s * s * temperature) for n in range(Y.shape[0])],
+                         dtype=torch.float64)
+        w = torch.exp(z - z.max())
+        out[b] = torch.einsum("n,nchw->chw", w / w.sum(), Y)
+    return out
+
+
 def patch_machine(kind, x, t, Y, k, padding, return_trace=False):
     """LS ("ls") or ELS ("els") by enumeration; optionally the argmax candidate per pixel."""
     a, s = coefficients(t)
