@@ -29,12 +29,11 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..errors import InputError
-from .work import flops_for, machine_kind, matmul_gflops, pairs_for
+from .work import bench_names, flops_for, machine_kind, matmul_gflops, pairs_for
 
 __all__ = ["BenchConfig", "bench_grid", "run_benchmark", "run_one", "pairs_per_sample", "BENCH_MACHINES"]
 
-BENCH_MACHINES = ("els-zeros", "els-circular", "ls", "ideal", "nearest", "wiener", "stationary", "locality", "pspc",
-                  "pspc-flex")
+BENCH_MACHINES = bench_names()  # from the machines' declarations
 
 
 @dataclass(frozen=True)

@@ -19,19 +19,38 @@ from ..machines.candidates import rectangles, sees
 __all__ = ["pairs_for", "flops_for", "matmul_gflops", "machine_kind"]
 
 
+def bench_names() -> tuple[str, ...]:
+    """The machines ``els bench`` times, from their declarations: each by its name, or once per
+    padding it declares to be timed apart ("els-zeros", "els-circular")."""
+    from ..machines import declarations
+
+    return tuple(n for d in declarations() for n in ([f"{d.name}-{p}" for p in d.bench_paddings] or [d.name]))
+
+
 def machine_kind(machine: str) -> tuple[str, str]:
-    """Bench machine names ("els-zeros", "els-circular", "ls", "ideal", or a peer's name) as
-    (machine name, padding)."""
-    if machine in ("ls", "ideal", "nearest", "wiener", "stationary", "locality", "pspc", "pspc-flex"):
+    """A bench machine name ("els-zeros", "els-circular", "ls", "ideal", ...) as (machine name, padding)."""
+    from ..machines import MACHINES
+
+    if machine in MACHINES:
         return machine, "zeros"
-    name, _, padding = machine.partition("-")
+    name, _, padding = machine.rpartition("-")
     return name, padding or "zeros"
+
+
+def _cost_name(machine: str) -> str:
+    """The bench name whose cost model counts ``machine``'s arithmetic (its declaration's ``cost_like``)."""
+    from ..machines import MACHINES
+
+    name, padding = machine_kind(machine)
+    like = MACHINES[name].declaration.cost_like if name in MACHINES else None
+    return machine if like is None else like
 
 
 def pairs_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, radius: int | None = None) -> int:
     """Candidate pairs of one denoiser call for one image: (output, candidate) pairs each
     machine weighs (``radius``: the approximate mode that keeps candidates within that many
     pixels of the query, ELS only). The Gaussian machines weigh no candidates (0)."""
+    machine = _cost_name(machine)
     if machine in ("ideal", "nearest"):
         return n  # one candidate (a whole image) per image
     if machine in ("wiener", "stationary"):
@@ -60,6 +79,7 @@ def flops_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, C: int = 1
     windows' weighted crops (2 C k^2 a pair); Wiener two products with the eigenbasis (4 D^2);
     stationary two FFTs and the C x C products per frequency."""
     D = C * H * W
+    machine = _cost_name(machine)
     if machine == "ideal":
         return n * (4.0 * (D + 1) + 10)
     if machine == "nearest":

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import typer
 
+from ..bench import BENCH_MACHINES
 from ..errors import InputError
 from .common import flag, out_console, parse_int_list, progress, resolve_device
 
 
 def bench(
-    machines: str = typer.Option("els-zeros,els-circular,ls,ideal", help="Comma list of els-zeros, els-circular, ls, ideal, nearest, wiener, stationary, locality, pspc, pspc-flex."),
+    machines: str = typer.Option("els-zeros,els-circular,ls,ideal", help="Comma list of " + ", ".join(BENCH_MACHINES) + "."),
     n: str = typer.Option("500,5000", help="Training-set sizes (bundled MNIST; repeated beyond 5,000)."),
     batch: str = typer.Option("1,16", help="Batch sizes."),
     steps: int = typer.Option(20, help="Steps of the paper's MNIST ResNet patch schedule."),

@@ -72,6 +72,9 @@ class Declaration:
     distributed: whether ``distributed=True`` shards its bank across processes.
     backends: the engine backends it takes ("auto" first).
     order: where it is listed (the paper's machines first, then the peers', then new ones).
+    bench_paddings: paddings ``els bench`` times apart, as "name-padding" (empty: once, as "name").
+    cost_like: the machine whose arithmetic ``els bench``'s pairs and flops model counts for this
+        one (None: its own name).
     """
 
     name: str
@@ -84,6 +87,8 @@ class Declaration:
     distributed: bool = True
     backends: tuple[str, ...] = ("auto",)
     order: int = 1000
+    bench_paddings: tuple[str, ...] = ()
+    cost_like: str | None = None
 
     def __post_init__(self) -> None:
         if self.form not in FORMS:

@@ -217,4 +217,4 @@ class ELSMachine(PatchMachine):
         name="els", summary="ELS, the equivariant local score machine (zeros: boundary-broken).",
         candidates="the patches at every pixel of every training image (zeros: those with the same padding "
                    "footprint)", form=SOFTMAX, options=PATCH_OPTIONS, traceable=True, sizes_in_one_pass=True,
-        backends=BACKENDS, order=20)
+        backends=BACKENDS, order=20, bench_paddings=("zeros", "circular"))
