@@ -293,6 +293,9 @@ def test_compare_resumes_without_losing_or_repeating_seeds(tmp_path):
     assert len(rows) == 4 and [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
     assert summary["seeds"] == 3 and abs(summary["machines"]["els"]["median_r"] - 1) < 1e-6
     assert summary["els_beats_is"] == 1.0
+    from elsmachine.output.plots import comparison_plots  # the library compares; its caller draws
+
+    comparison_plots(tmp_path, summary, ds.images)
     for f in ("summary.json", "scatter.png", "montage.png", "boxplot.png"):
         assert (tmp_path / f).stat().st_size > 0
 

@@ -8,6 +8,10 @@ paper's presets list the sizes for t = 0.05, 0.10, ..., 1.00 (a 20-step grid).
 A time that is not one of the stored times takes the size of the nearest stored time, with a
 warning that says so (a 20-step schedule is exact on 20, 10, 5, 4 and 2 steps of the default
 grid, whose times are all among its own).
+
+Every way of writing a patch schedule (one size, one per step, a preset, a file; in code or on
+the command line) is read by one grammar, :meth:`PatchSchedule.parse`; ``as_patch_schedule``
+(machines) and ``resolve_patch_sizes`` (the sampler) are calls of it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 import numbers
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +28,10 @@ import torch
 
 from . import checks
 from .errors import InputError
+from .noise import ddim_grid
 
-__all__ = ["PatchSchedule", "PRESETS", "preset", "as_patch_schedule", "resolve_patch_sizes", "default_grid_times"]
+__all__ = ["PatchSchedule", "PRESETS", "preset", "as_patch_schedule", "resolve_patch_sizes", "default_grid_times",
+           "spelled_sizes"]
 
 _PAPER_TS = [round(0.05 * i, 10) for i in range(1, 21)]  # 0.05 .. 1.00, ascending
 _EXACT = 1e-9  # times closer than this are the same time
@@ -117,6 +124,40 @@ class PatchSchedule:
             raise InputError(f"patch schedule file {path} is not readable JSON: {e}") from None
         return PatchSchedule.from_dict(d, f"patch schedule file {path}")
 
+    @staticmethod
+    def parse(spec, grid: torch.Tensor | None, *, what: str = "patch schedule") -> "int | PatchSchedule":
+        """The one grammar of patch schedules, for the library and the command line alike.
+
+        ``spec``: an odd int or its text ('5'); one size per step of ``grid``, as a sequence or a
+        comma list ('3,5,7'; highest t first); a preset name (:data:`PRESETS`); a
+        :class:`PatchSchedule`; or the path of a schedule ``.json``.
+        ``grid``: the descending DDIM time grid (float64 [steps + 1], ending at 0) that a
+        one-per-step list refers to; None is the default 20-step cosine grid.
+
+        Returns one size (int) for every t, or a PatchSchedule looked up by t. ``what`` names the
+        value in error messages.
+        """
+        if isinstance(spec, PatchSchedule):
+            return spec
+        sizes = spelled_sizes(spec, what)
+        if isinstance(sizes, int):
+            return sizes
+        if sizes is None:
+            s = str(spec)
+            if s in PRESETS:
+                return preset(s)
+            if s.endswith(".json") or os.path.exists(s):
+                return PatchSchedule.load(s)
+            raise InputError(f"{what} {s!r} is neither one size, a comma list of sizes, a preset "
+                             f"({', '.join(PRESETS)}) nor a schedule file")
+        if not sizes:
+            raise InputError(f"{what}: a sequence needs at least one size")
+        grid = ddim_grid(len(_PAPER_TS)) if grid is None else torch.as_tensor(grid, dtype=torch.float64).flatten()
+        steps = grid.numel() - 1
+        if len(sizes) != steps:
+            raise InputError(f"{what} has {len(sizes)} sizes but the grid has {steps} steps")
+        return PatchSchedule(tuple(float(t) for t in grid[:-1].tolist()), tuple(sizes))
+
 
 def preset(name: str) -> PatchSchedule:
     """The paper's calibrated schedule ``name`` (see :data:`PRESETS`) on its 20-step grid."""
@@ -128,49 +169,59 @@ def preset(name: str) -> PatchSchedule:
 def as_patch_schedule(spec, what: str = "patch_size", schedule=None) -> int | PatchSchedule | None:
     """A machine's patch size in one of two forms: one size for every t, or a PatchSchedule.
 
-    ``spec`` is None, an odd int, a sequence with one size per step of the DDIM grid of that
-    many steps (highest t first; the grid of the noise ``schedule``, by default the paper's
-    cosine), a preset name, a :class:`PatchSchedule`, or a schedule file.
+    ``spec`` is None or any form :meth:`PatchSchedule.parse` reads; a sequence (or comma list)
+    has one size per step of the DDIM grid of that many steps (highest t first), on the noise
+    ``schedule`` (by default the paper's cosine).
     """
     if spec is None or isinstance(spec, PatchSchedule):
         return spec
-    if isinstance(spec, (str, os.PathLike)):
-        s = str(spec)
-        if s in PRESETS:
-            return preset(s)
-        if s.endswith(".json") or os.path.exists(s):
-            return PatchSchedule.load(s)
-        raise InputError(f"{what} {s!r} is neither a preset ({', '.join(PRESETS)}) nor a schedule file")
-    if isinstance(spec, (numbers.Number, bool)):
-        return checks.patch_size(spec, what)
-    try:
-        sizes = [checks.patch_size(k, what) for k in spec]
-    except TypeError:
-        raise InputError(f"{what} must be an int, a sequence, a preset name or a schedule, got {spec!r}") from None
-    if not sizes:
-        raise InputError(f"{what}: a sequence needs at least one size")
-    ts = default_grid_times(len(sizes)) if schedule is None else tuple(schedule.grid(len(sizes))[:-1].tolist())
-    return PatchSchedule(ts, tuple(sizes))
+    _names_only(spec, what)
+    sizes = spelled_sizes(spec, what)
+    if isinstance(sizes, list) and sizes:  # the grid of as many steps as the list has sizes
+        grid = ddim_grid(len(sizes)) if schedule is None else schedule.grid(len(sizes))
+        return PatchSchedule.parse(sizes, grid, what=what)
+    return PatchSchedule.parse(spec, None, what=what)
 
 
 def resolve_patch_sizes(spec, grid: torch.Tensor) -> list[int] | None:
     """One patch size per step of ``grid`` (in the order taken), or None for the denoiser's own.
 
-    A sequence must have one size per step of ``grid`` (any grid, explicit ones included); the
-    other forms are as in :func:`as_patch_schedule`.
+    ``spec`` is None or any form :meth:`PatchSchedule.parse` reads; a sequence must have one
+    size per step of ``grid`` (any grid, explicit ones included).
     """
-    n = grid.numel() - 1
     if spec is None:
         return None
-    if not isinstance(spec, (str, os.PathLike, PatchSchedule, numbers.Number)):
-        try:
-            sizes = list(spec)
-        except TypeError:
-            raise InputError(f"patch_sizes must be an int, a sequence, a preset name or a schedule, got {spec!r}") from None
-        if len(sizes) != n:
-            raise InputError(f"patch_sizes has {len(sizes)} sizes but the grid has {n} steps")
-        return [checks.patch_size(k, "patch sizes") for k in sizes]
-    resolved = as_patch_schedule(spec, "patch_sizes")
+    _names_only(spec, "patch_sizes")
+    resolved = PatchSchedule.parse(spec, grid, what="patch_sizes")
     if isinstance(resolved, int):
-        return [resolved] * n
+        return [resolved] * (grid.numel() - 1)
     return resolved.sizes_for(grid)
+
+
+def _names_only(spec, what: str) -> None:
+    """In code a size is a number and text names a preset or a file: '5' is refused there (the
+    command line reads its text through :meth:`PatchSchedule.parse` itself)."""
+    if isinstance(spec, str) and re.fullmatch(r"\s*\d+(\s*,\s*\d+)*\s*", spec):
+        raise InputError(f"{what} {spec!r} is text: give sizes as numbers ({spec.strip()} or a list), or a preset "
+                         f"({', '.join(PRESETS)}) or a schedule file")
+
+
+def spelled_sizes(spec, what: str = "patch size") -> int | list[int] | None:
+    """The sizes a spec spells out itself, the lexical half of :meth:`PatchSchedule.parse`: one
+    odd size (an int or '5'), a list of them (a sequence or '3,5,7'), or None for a name (a
+    preset or a file) to look up."""
+    if isinstance(spec, os.PathLike):
+        return None
+    if isinstance(spec, str):
+        text = spec.strip()
+        if re.fullmatch(r"\d+", text):
+            return checks.patch_size(int(text), what)
+        if re.fullmatch(r"\d+(\s*,\s*\d+)+", text):
+            return [checks.patch_size(int(v), what) for v in text.split(",")]
+        return None
+    if isinstance(spec, (numbers.Number, bool)):
+        return checks.patch_size(spec, what)
+    try:
+        return [checks.patch_size(k, what) for k in spec]
+    except TypeError:
+        raise InputError(f"{what} must be an int, a sequence, a preset name or a schedule, got {spec!r}") from None

@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from ..errors import InputError, RunError
-from . import bench, experiments, mosaic, sample, train
+from . import bench, calibrate, compare, explore, mosaic, novelty, sample, sensitivity, train
 from .common import console
 
 # typer's own usage errors (unknown option, bad value) derive from this, whichever click it uses.
@@ -74,12 +74,12 @@ app = typer.Typer(
 )
 app.command("sample")(sample.sample)
 app.command("train")(train.train)
-app.command("calibrate")(experiments.calibrate)
-app.command("compare")(experiments.compare)
-app.command("sensitivity")(experiments.sensitivity)
+app.command("calibrate")(calibrate.calibrate)
+app.command("compare")(compare.compare)
+app.command("sensitivity")(sensitivity.sensitivity)
 app.command("mosaic")(mosaic.mosaic)
-app.command("novelty")(mosaic.novelty)
-app.command("explore")(mosaic.explore)
+app.command("novelty")(novelty.novelty)
+app.command("explore")(explore.explore)
 app.command("bench")(bench.bench)
 
 

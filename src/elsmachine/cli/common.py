@@ -1,12 +1,26 @@
 """What the commands share: option definitions, parsing of option values, the device, data and
-model loading, progress bars, and the one way a command fails (one line naming the problem)."""
+model loading, progress bars, and the one way a command fails (one line naming the problem).
+
+Two groups of options are declared once here and added to a command's signature by a decorator
+(typer reads ``inspect.signature``, which honours ``__signature__``):
+
+- :func:`data_options`: --dataset, --root, --limit, --per-class, --download, handed to the
+  command as one :class:`DataSelection`;
+- :func:`machine_options`: one option per option the machines declare with a flag (their
+  ``declaration``), handed to the command as :class:`MachineOptions`, which gives each machine
+  only what it declares and refuses, by name, what the chosen machine does not use.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
 import sys
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 import typer
@@ -34,10 +48,6 @@ STEPS = typer.Option(20, help="DDIM steps on the grid t_j = (n - j)/n.")
 MODEL = typer.Option(..., "--model", help="Checkpoint folder, model.safetensors, TorchScript file, or a bundled network (mnist5k-resnet).")
 NOISE_SCHEDULE = typer.Option(None, "--noise-schedule", help="Noise schedule of a TorchScript network or a bare diffusers UNet folder: cosine, linear, scaled_linear, squaredcos_cap_v2, a saved schedule or a scheduler config (others record their own).")
 NUM_CLASSES = typer.Option(None, "--num-classes", help="Classes of a class-conditional TorchScript network (own checkpoints record theirs).")
-PATCH_SCHEDULE = typer.Option(
-    "mnist-resnet-zeros", "--patch-schedule", "--patch-sizes", "-k",
-    help="Patch schedule: one size ('5'), one per step ('3,5,...'), a preset name, or a schedule .json.",
-)
 CLASS = typer.Option("cycle", "--class", help="'cycle' (seed s draws class s mod #classes), 'none' (unconditional) or a label.")
 SEED = typer.Option(0, help="First seed; image i uses seed + i, each from its own generator.")
 
@@ -53,12 +63,73 @@ def machine_names() -> str:
     return ", ".join(MACHINES)
 
 
-MachineName = Enum("MachineName", {name.replace("-", "_"): name for name in
-                                   ("ideal", "ls", "els", "nearest", "wiener", "stationary", "locality", "pspc",
-                                    "pspc-flex")}, type=str)
-THRESHOLD = typer.Option(0.02, help="locality: the share of the largest normalised projection an entry needs to enter a distance.")
-TEMPERATURE = typer.Option(1.0, help="locality: the softmax temperature.")
-SENSITIVITY = typer.Option(None, help="pspc-flex: the network sensitivity file (els sensitivity --model ...).")
+def _declarations():
+    from ..machines import MACHINES
+
+    return {name: cls.declaration for name, cls in MACHINES.items()}
+
+
+def traceable_machines() -> list[str]:
+    """The machines whose declaration says a candidate with the largest weight names each pixel's source."""
+    return [name for name, decl in _declarations().items() if decl.traceable]
+
+
+MachineName = Enum("MachineName", {name.replace("-", "_"): name for name in _declarations()}, type=str)
+
+
+def machine_help(names: Sequence[str]) -> str:
+    """One clause per machine, from its declaration's summary."""
+    decls = _declarations()
+    return "; ".join(f"{n}: {decls[n].summary.rstrip('.')}" for n in names) + "."
+
+
+def _traceable(value):
+    if value is not None and value.value not in traceable_machines():
+        raise typer.BadParameter(f"the {value.value} machine cannot be traced (no candidate with the largest weight "
+                                 f"per pixel); choose one of {', '.join(traceable_machines())}")
+    return value
+
+
+def machine_option(default: str = "els", *, traced: bool = False):
+    """--machine / -m: every machine, or for a traced command those that can be traced (the
+    others are refused saying so)."""
+    names = traceable_machines() if traced else list(_declarations())
+    return typer.Option(MachineName(default), "--machine", "-m", metavar="[" + "|".join(names) + "]",
+                        help="The machine. " + machine_help(names), callback=_traceable if traced else None)
+
+
+def parse_machines(text: str, *, allow_all: bool = False) -> list[str]:
+    """--machines: a comma list of machine names (or 'all')."""
+    known = list(_declarations())
+    if allow_all and text.strip() == "all":
+        return known
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for n in names:
+        if n not in known:
+            raise InputError(f"unknown machine {n!r} in --machines; choose from {'all, ' if allow_all else ''}"
+                             f"{', '.join(known)}")
+    if not names:
+        raise InputError("--machines is empty")
+    return names
+
+
+def _declared(name: str):
+    """The option ``name`` as the machines declare it (the first that does)."""
+    for decl in _declarations().values():
+        opt = decl.option(name)
+        if opt is not None:
+            return opt
+    raise RuntimeError(f"no machine declares the option {name!r}")
+
+
+def declared_option(name: str):
+    """A typer option for the machine option ``name``, with its declared flag, default and help."""
+    opt = _declared(name)
+    return typer.Option(opt.default, opt.flag, *opt.aliases, help=opt.help)
+
+
+THRESHOLD = declared_option("threshold")
+TEMPERATURE = declared_option("temperature")
 
 
 class Parallel(str, Enum):
@@ -112,14 +183,256 @@ class Padding(str, Enum):
     circular = "circular"
 
 
-PADDING = typer.Option(Padding.zeros, help="zeros: boundary-broken ELS; circular: periodic.")
-TRACED_MACHINE = typer.Option(MachineName.els, "--machine", "-m", help="A machine that can be traced: ideal, ls, els, nearest or locality.")
 RECORDED_DATASET = typer.Option(None, "--dataset", help="As for els sample (default mnist5k); with --samples, the data the samples record.")
 
 
 class DType(str, Enum):
     float32 = "float32"
     float64 = "float64"
+
+
+DTYPE = typer.Option(DType.float32, help="Arithmetic precision.")
+MEMORY_BUDGET = typer.Option("2GiB", help="Bytes of candidate keys held at once.")
+
+
+# ----------------------------------------------------------------------------- options added to a signature
+def _with_options(func: Callable, placeholder: str, params: list[inspect.Parameter], make: Callable[[dict], Any]):
+    """``func`` with its parameter ``placeholder`` replaced, in its place, by the options
+    ``params``; the command receives ``make({their values})`` as ``placeholder``."""
+    sig = inspect.signature(func, eval_str=True)
+    if placeholder not in sig.parameters:
+        raise TypeError(f"{func.__name__} has no parameter {placeholder!r} to receive its options")
+    clash = {p.name for p in params} & set(sig.parameters)
+    if clash:
+        raise TypeError(f"{func.__name__} already has parameters {sorted(clash)}")
+    new = []
+    for p in sig.parameters.values():
+        new.extend(params if p.name == placeholder else [p])
+    names = [p.name for p in params]
+
+    @functools.wraps(func)
+    def command(**kw):
+        taken = {n: kw.pop(n) for n in names}
+        return func(**kw, **{placeholder: make(taken)})
+
+    command.__signature__ = sig.replace(parameters=new)
+    # Resolved types: typer reads them with get_type_hints, in no module's namespace.
+    command.__annotations__ = {p.name: p.annotation for p in new if p.annotation is not inspect.Parameter.empty}
+    return command
+
+
+def _param(name: str, annotation, option) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option, annotation=annotation)
+
+
+@dataclass(frozen=True)
+class DataSelection:
+    """The training data a command was asked for: the arguments of ``load_dataset``. ``dataset``
+    is None where the command gives it no default (it then means the data a file records)."""
+
+    dataset: str | None = "mnist5k"
+    root: Path | None = None
+    limit: int | None = None
+    per_class: int | None = None
+    download: bool = False
+
+    @property
+    def given(self) -> bool:
+        """Whether the command line names any data."""
+        return self.dataset is not None or self.root is not None or self.limit is not None or self.per_class is not None
+
+    def load(self, default: str = "mnist5k"):
+        return load_data(self.dataset or default, self.root, self.limit, self.per_class, self.download)
+
+
+def data_options(func: Callable | None = None, *, recorded: bool = False):
+    """Add --dataset, --root, --limit, --per-class and --download in place of the command's
+    parameter ``data``, which receives them as one :class:`DataSelection`. ``recorded``: the
+    command can also draw a file that records its data, so --dataset has no default."""
+
+    def wrap(f):
+        params = [_param("dataset", Optional[str] if recorded else str, RECORDED_DATASET if recorded else DATASET),
+                  _param("root", Optional[Path], ROOT), _param("limit", Optional[int], LIMIT),
+                  _param("per_class", Optional[int], PER_CLASS), _param("download", bool, DOWNLOAD)]
+        return _with_options(f, "data", params, lambda v: DataSelection(**v))
+
+    return wrap(func) if func is not None else wrap
+
+
+def _option_type(opt, choices):
+    """The command-line type of a declared option: its choices as an Enum, a path, or its kind."""
+    if choices:
+        return Enum(f"{opt.name.title().replace('_', '')}Choice", {str(c): str(c) for c in choices}, type=str)
+    if opt.kind == "path":
+        return Path
+    if opt.kind in (int, float, bool, str):
+        return opt.kind
+    return str  # a patch schedule and other forms: read from their text by the machine
+
+
+@dataclass(frozen=True)
+class _Flagged:
+    """One command-line option for every machine declaring the option ``name`` with a flag."""
+
+    option: Any  # the first declaration's Option: flag, aliases, kind
+    users: tuple[str, ...]  # the machines declaring it
+    choices: tuple  # every value some machine allows (empty: any)
+    help: str  # the declared help, per machine where they differ
+
+
+def _declared_flags() -> dict[str, _Flagged]:
+    """option name -> how the command line offers it, for every machine option with a flag."""
+    found: dict[str, list] = {}
+    for name, decl in _declarations().items():
+        for opt in decl.options:
+            if opt.flag is not None:
+                found.setdefault(opt.name, []).append((name, opt))
+    out = {}
+    for key, pairs in found.items():
+        first = pairs[0][1]
+        choices = tuple(dict.fromkeys(c for _, o in pairs for c in (o.choices or ())))
+        helps: dict[str, list[str]] = {}
+        for name, o in pairs:
+            helps.setdefault(o.help.rstrip("."), []).append(name)
+        text = next(iter(helps)) if len(helps) == 1 else "; ".join(f"{', '.join(ns)}: {h}" for h, ns in helps.items())
+        out[key] = _Flagged(first, tuple(n for n, _ in pairs), choices, text)
+    return out
+
+
+@dataclass(frozen=True)
+class MachineOptions:
+    """The machine options of one command line.
+
+    given: the options the user set (option name -> value); defaults: the command's own values,
+    used where a machine has that option and it was not given.
+    """
+
+    given: Mapping[str, Any] = field(default_factory=dict)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def check(self, machines: Sequence[str]) -> None:
+        """Before any work: refuse an option given on the command line that none of ``machines``
+        uses, and a machine that needs an option nobody gave."""
+        decls = _declarations()
+        for key in self.given:
+            if not any(decls[m].option(key) is not None for m in machines):
+                flagged = _declared_flags()[key]
+                which = f"the {machines[0]} machine" if len(machines) == 1 else f"the machines {', '.join(machines)}"
+                raise InputError(f"{flagged.option.flag} does not apply to {which}: it is an option of "
+                                 f"{', '.join(flagged.users)}")
+        for m in machines:
+            for key, value in self.of(m).items():
+                opt = decls[m].option(key)
+                if opt.choices and value not in opt.choices:
+                    raise InputError(f"{opt.flag} {value}: the {m} machine takes {', '.join(map(str, opt.choices))}")
+            for opt in decls[m].options:
+                if opt.required and opt.name not in self.of(m):
+                    what = opt.flag or f"a {opt.name.replace('_', ' ')}"
+                    raise InputError(f"the {m} machine needs {what}: {opt.help}")
+
+    def refuse(self, why: str) -> None:
+        """Refuse every machine option given, where the command samples no machine (``why``)."""
+        if self.given:
+            flags = ", ".join(_declared_flags()[k].option.flag for k in self.given)
+            raise InputError(f"{flags}: machine options, but {why}")
+
+    def of(self, machine: str) -> dict:
+        """The options machine ``machine`` gets: those it declares, given or else defaulted here."""
+        decl = _declarations()[machine]
+        out = {k: v for k, v in self.defaults.items() if decl.option(k) is not None}
+        out.update({k: v for k, v in self.given.items() if decl.option(k) is not None})
+        return out
+
+
+def machine_options(**defaults):
+    """Add one option per machine option declared with a flag (the union over all machines) in
+    place of the command's parameter ``options``, which receives them as :class:`MachineOptions`.
+    ``defaults``: the command's own values by option name, applied only to machines that have
+    that option. Each option defaults to None, so a value set on the command line is told apart
+    from a default."""
+
+    def wrap(f):
+        params = []
+        for name, flagged in _declared_flags().items():
+            opt = flagged.option
+            kind = _option_type(opt, flagged.choices)
+            default = defaults.get(name, opt.default)
+            text = (f"{flagged.help} ({', '.join(flagged.users)}" + ("" if default is None else f"; default {default}")
+                    + ").")
+            decls = [opt.flag, *opt.aliases]
+            if kind is bool:  # an on/off option: both spellings, so unset stays None
+                decls = [f"{opt.flag}/--no-{opt.flag.lstrip('-')}", *opt.aliases]
+            params.append(_param(name, Optional[kind], typer.Option(None, *decls, help=text, show_default=False)))
+
+        def make(values: dict) -> MachineOptions:
+            given = {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v)
+                     for k, v in values.items() if v is not None}
+            return MachineOptions(given, dict(defaults))
+
+        return _with_options(f, "options", params, make)
+
+    return wrap
+
+
+# ----------------------------------------------------------------------------- sampling
+# What the sampling commands give a machine that has these options and is not told otherwise.
+SAMPLING_DEFAULTS = {"patch_size": "mnist-resnet-zeros", "padding": "zeros"}
+
+
+def recorded_data(d: dict, samples: Path, data: DataSelection):
+    """The training data a samples file was made from: loaded again from its record, or, where the
+    command line names data, that data, which must be the same (same fingerprint)."""
+    from ..datasets import reload_dataset
+
+    record = d["meta"].get("data")
+    if not data.given:
+        if record is None:
+            raise InputError(f"{samples} does not record its training data; give --dataset (and --limit or "
+                             f"--per-class) as it was sampled")
+        return reload_dataset(record)
+    ds = data.load()
+    if record is not None and record.get("sha256") != ds.fingerprint():
+        raise InputError(f"{samples} was made from {record.get('name')} ({record.get('n')} images, fingerprint "
+                         f"{record.get('sha256')}), but the command line gives {ds.name} ({len(ds)} images, "
+                         f"fingerprint {ds.fingerprint()}); leave out the data options to use the recorded data")
+    return ds
+
+
+def bank_sharded(group, machine: str) -> bool:
+    """Under torchrun: shard the machine's bank across the processes where it can be sharded."""
+    return group.world > 1 and _declarations()[machine].distributed
+
+
+def run_with_progress(spec, what: str):
+    """``run_samples(spec)`` with a bar of its steps and, on a bank of 20,000 images or more,
+    one of the training images each step's (long) calls have streamed. The bar appears once
+    sampling has begun, so a spec refused on entry prints nothing but its error."""
+    from ..experiments.runs import run_samples
+
+    prog = progress()
+    tasks: dict[str, int] = {}
+
+    def begin() -> None:
+        if not tasks:
+            prog.start()
+            tasks["steps"] = prog.add_task(what, total=spec.steps)
+            if spec.machine is not None and len(spec.data) >= 20_000:
+                tasks["candidates"] = prog.add_task("  training images this step", total=len(spec.data))
+
+    def on_candidates(done: int, total: int) -> None:
+        begin()
+        if "candidates" in tasks:
+            prog.update(tasks["candidates"], completed=done, total=total)
+
+    def on_step(info: dict) -> None:
+        begin()
+        prog.advance(tasks["steps"])
+
+    try:
+        return run_samples(spec, on_step=on_step, on_candidates=on_candidates)
+    finally:
+        if tasks:
+            prog.stop()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -156,15 +469,18 @@ def parse_bytes(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
-def parse_patch_schedule(text: str | None):
-    """'5' -> 5; '3,5,7' -> [3, 5, 7]; a preset name or a .json path is passed through."""
+def parse_patch_schedule(text: str | None, grid: torch.Tensor | None = None):
+    """A --patch-schedule value read by :meth:`~elsmachine.PatchSchedule.parse`: '5' -> 5, a
+    preset name or a .json path -> its schedule, '3,5,7' -> a schedule on ``grid``. Without a
+    grid a comma list stays the list of sizes, which the machine places on its own noise
+    schedule's grid of that many steps."""
+    from ..patch_schedule import PatchSchedule, spelled_sizes
+
     if text is None:
         return None
-    if re.fullmatch(r"\s*\d+\s*", text):
-        return int(text)
-    if re.fullmatch(r"\s*\d+(\s*,\s*\d+)+\s*", text):
-        return [int(v) for v in text.split(",")]
-    return text
+    if grid is None and isinstance(spelled_sizes(text, "--patch-schedule"), list):
+        return spelled_sizes(text, "--patch-schedule")
+    return PatchSchedule.parse(text, grid, what="--patch-schedule")
 
 
 def parse_int_list(text: str, what: str) -> list[int]:

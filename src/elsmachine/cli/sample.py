@@ -2,47 +2,39 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Optional
 
-import torch
 import typer
 
 from ..errors import InputError
 from .common import (
     CLASS,
-    DATASET,
     DEVICE,
-    DOWNLOAD,
-    LIMIT,
+    DTYPE,
+    MEMORY_BUDGET,
     NOISE_SCHEDULE,
     NUM_CLASSES,
-    PADDING,
-    PATCH_SCHEDULE,
-    PER_CLASS,
-    ROOT,
     SEED,
-    SENSITIVITY,
+    SAMPLING_DEFAULTS,
     STEPS,
-    TEMPERATURE,
-    THRESHOLD,
+    DataSelection,
     DType,
     MachineName,
-    Padding,
-    build_machine,
+    MachineOptions,
+    bank_sharded,
+    data_options,
     flag,
     load_conditional_network,
-    load_data,
+    machine_option,
+    machine_options,
     out_console,
     parse_bytes,
     parse_int_list,
-    parse_patch_schedule,
-    progress,
+    run_with_progress,
     seed_range,
     start_group,
 )
-
 
 def print_novelty(nov, seeds, labels) -> None:
     from rich.table import Table
@@ -57,30 +49,20 @@ def print_novelty(nov, seeds, labels) -> None:
     out_console().print(tab)
 
 
-def patch_sizes_used(machine, grid) -> list[int] | None:
-    """The patch size a machine takes at each step of ``grid`` (None for machines without one)."""
-    if not getattr(machine, "has_patch_size", False):
-        return None
-    return machine.sizes_on(grid)
-
-
+@data_options
+@machine_options(**SAMPLING_DEFAULTS)
 def sample(
-    machine: MachineName = typer.Option(MachineName.els, "--machine", "-m", help="ideal (IS), ls (LS), els (ELS), or a peer: nearest, wiener, stationary, locality, pspc, pspc-flex."),
-    padding: Padding = PADDING,
-    patch_schedule: str = PATCH_SCHEDULE,
+    machine: MachineName = machine_option("els"),
+    options: MachineOptions = None,
     steps: int = STEPS,
     num: int = typer.Option(10, "--num", "-n", help="Number of samples."),
     seed: int = SEED,
     seeds: Optional[str] = typer.Option(None, help="Explicit comma list of seeds (overrides --seed/--num)."),
     cls: str = CLASS,
-    dataset: str = DATASET,
-    root: Optional[Path] = ROOT,
-    limit: Optional[int] = LIMIT,
-    per_class: Optional[int] = PER_CLASS,
-    download: bool = DOWNLOAD,
+    data: DataSelection = None,
     device: str = DEVICE,
-    dtype: DType = typer.Option(DType.float32, help="Arithmetic precision."),
-    memory_budget: str = typer.Option("2GiB", help="Bytes of candidate keys held at once."),
+    dtype: DType = DTYPE,
+    memory_budget: str = MEMORY_BUDGET,
     out: Path = typer.Option(Path("samples.png"), "--out", "-o", help="Image grid (.png, or .jpg, .webp, ...); the raw outputs go beside it as .npz."),
     model: Optional[Path] = typer.Option(None, "--model", help="Sample a trained network instead of a machine."),
     num_classes: Optional[int] = NUM_CLASSES,
@@ -88,9 +70,6 @@ def sample(
     trace: bool = flag("--trace", help="Save the patch-mosaic trace with the samples (for els mosaic)."),
     show_novelty: bool = flag("--novelty", help="Print how new each sample is (nearest training image, sources, verdict)."),
     max_shift: int = typer.Option(2, help="With --novelty: also match training images shifted by up to this many pixels."),
-    threshold: float = THRESHOLD,
-    temperature: float = TEMPERATURE,
-    sensitivity: Optional[Path] = SENSITIVITY,
 ):
     """Generate images with a score machine through deterministic DDIM.
 
@@ -98,12 +77,10 @@ def sample(
     10 class-conditional samples (digits 0..9, seeds 0..9) on the bundled 5,000 MNIST digits,
     float32.
     """
-    from ..experiments.compare import describe
-    from ..machines import Traced
+    from ..experiments.runs import SampleSpec
     from ..files import check_writable, save_samples
+    from ..machines import MACHINES
     from ..output.images import image_format, image_grid, save_image
-    from ..sampling import ddim_sample
-    from ..seeds import labels_for_seeds, seed_noise
 
     group, dev = start_group(device)  # under torchrun: the processes share the bank
     if max_shift < 0:
@@ -112,55 +89,39 @@ def sample(
         raise InputError("--noise-schedule describes a --model; machines sample on the paper's cosine here")
     if model is not None and trace:
         raise InputError("--trace needs a machine: a network has no candidates to trace")
+    if model is not None:
+        options.refuse("--model samples a network")
+    else:
+        options.check([machine.value])
     seed_list = parse_int_list(seeds, "--seeds") if seeds else seed_range(seed, num, "--num")
+    budget = parse_bytes(memory_budget)
     npz = out.with_suffix(".npz")
     image_format(out)
     check_writable(out)
     check_writable(npz)
-    ds = load_data(dataset, root, limit, per_class, download)
-    if model is not None:
-        m = load_conditional_network(model, dev, num_classes=num_classes, noise_schedule=noise_schedule)
-        classes = list(range(m.num_classes)) if m.takes_labels else []
-        if not m.takes_labels and cls not in ("cycle", "none"):
-            raise InputError(f"--class {cls}: the network {model} is not class-conditional")
-        labels = labels_for_seeds(seed_list, cls if m.takes_labels else "none", classes)
-    else:
-        labels = labels_for_seeds(seed_list, cls, ds.classes)
-        m = build_machine(machine.value, ds, padding=padding.value, patch_schedule=parse_patch_schedule(patch_schedule),
-                          memory_budget=parse_bytes(memory_budget), threshold=threshold, temperature=temperature,
-                          sensitivity=sensitivity, distributed=group.world > 1)
-    tdtype = getattr(torch, dtype.value)
-    noise = seed_noise(seed_list, tuple(ds.images.shape[1:]), dtype=tdtype, device=dev)
-    lab = None if labels is None else torch.tensor(labels, device=dev)
-    if trace and not m.traceable:
+    ds = data.load()
+    traceable = model is None and MACHINES[machine.value].declaration.traceable
+    if trace and not traceable:
         raise InputError(f"--trace: the {machine.value} machine cannot be traced (no candidate with the largest weight "
                          f"per pixel)")
-    want_trace = (trace or show_novelty) and model is None and m.traceable
-    denoiser = Traced(m) if want_trace else m
-    used = patch_sizes_used(m, m.schedule.grid(steps))
-    t0 = time.perf_counter()
-    with progress() as prog:
-        task = prog.add_task(f"{'network' if model else machine.value} sampling", total=steps)
-        if model is None and len(ds) >= 20_000:  # long calls: how far each has streamed the bank
-            cand = prog.add_task("  training images this step", total=len(ds))
-            m.on_candidates = lambda done, total: prog.update(cand, completed=done, total=total)
-        x = ddim_sample(denoiser, noise, steps=steps, labels=lab, callback=lambda info: prog.advance(task))
-    elapsed = time.perf_counter() - t0
-    tr = denoiser.sample_trace() if want_trace else None
-    meta = {
-        "model": None if model is None else str(model),
-        "machine": machine.value if model is None else "network", "padding": padding.value,
-        "patch_schedule": patch_schedule if used is not None else None, "patch_sizes_used": used,
-        "steps": steps, "data": ds.describe(), "dtype": dtype.value, "device": str(dev),
-        "class": cls, "seconds": round(elapsed, 3), "denoiser": describe(m),
-    }
+    common = dict(data=ds, seeds=seed_list, class_rule=cls, steps=steps, dtype=dtype.value, device=dev,
+                  trace=(trace or show_novelty) and traceable, memory_budget=budget)
+    if model is not None:
+        net = load_conditional_network(model, dev, num_classes=num_classes, noise_schedule=noise_schedule)
+        spec = SampleSpec(denoiser=net, **common)
+    else:
+        spec = SampleSpec(machine=machine.value, options=options.of(machine.value),
+                          distributed=bank_sharded(group, machine.value), **common)
+    run = run_with_progress(spec, f"{'network' if model else machine.value} sampling")
     if not group.main:  # every process holds the same images; one writes them
         return
-    save_samples(npz, x, seeds=seed_list, labels=labels, meta=meta, **(tr.to_arrays() if tr is not None and trace else {}))
+    x, tr = run.images, run.trace
+    save_samples(npz, x, seeds=run.seeds, labels=run.labels, meta=run.meta,
+                 **(tr.to_arrays() if tr is not None and trace else {}))
     save_image(image_grid(x), out)
     if show_novelty:
         from ..experiments.novelty import novelty
 
-        print_novelty(novelty(x.cpu(), ds.images, trace=tr, max_shift=max_shift), seed_list, labels)
-    print(f"wrote {out} ({len(seed_list)} images) and {npz} (raw float32 {tuple(x.shape)}, seeds, labels) "
-          f"in {elapsed:.1f} s on {dev}")
+        print_novelty(novelty(x.cpu(), ds.images, trace=tr, max_shift=max_shift), run.seeds, run.labels)
+    print(f"wrote {out} ({len(run.seeds)} images) and {npz} (raw float32 {tuple(x.shape)}, seeds, labels) "
+          f"in {run.seconds:.1f} s on {dev}")

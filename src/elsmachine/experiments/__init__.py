@@ -1,9 +1,12 @@
-"""The paper's experiments as functions: calibrating a patch schedule against a network,
-comparing machines with a network seed by seed, novelty, and the metrics they report."""
+"""The paper's experiments as functions: one seeded sampling run, calibrating a patch schedule
+against a network, comparing machines with a network seed by seed, novelty, and the metrics
+they report."""
 
 from .calibrate import calibrate
 from .compare import compare
 from .metrics import image_metrics, pearson
 from .novelty import Novelty, novelty
+from .runs import SampleRun, SampleSpec, run_samples
 
-__all__ = ["calibrate", "compare", "image_metrics", "pearson", "Novelty", "novelty"]
+__all__ = ["calibrate", "compare", "image_metrics", "pearson", "Novelty", "novelty", "SampleSpec", "SampleRun",
+           "run_samples"]

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..machines.tracing import DOMINANT, SampleTrace
 from ..files import atomic_write
+from ..machines.tracing import DOMINANT, SampleTrace
+from ..results import Comparison
 
 __all__ = ["explore_page", "compare_data", "calibration_data"]
 
@@ -51,34 +52,22 @@ def _asset(name: str) -> str:
 
 
 def compare_data(folder) -> dict:
-    """A comparison folder's per-seed images and metrics, for the page."""
+    """A comparison folder's per-seed images and metrics, for the page: the numbers as its
+    results.csv and summary.json hold them, the images from its seed records."""
     folder = Path(folder)
-    summary_path, seeds = folder / "summary.json", sorted((folder / "seeds").glob("*.npz"))
-    if not summary_path.exists() or not seeds:
+    if not (folder / "summary.json").exists() or not any((folder / "seeds").glob("*.npz")):
         raise InputError(f"{folder} is not a finished comparison folder (no summary.json or seeds/)")
-    summary = json.loads(summary_path.read_text())
-    names = list(summary["machines"])
+    comparison = Comparison.load(folder)
+    names = comparison.names
     rows, images = [], []
-    from ..experiments.metrics import image_metrics
-
-    for f in seeds:
-        with np.load(f) as d:
-            if not all(f"img_{n}" in d.files for n in names):
-                continue
-            net = torch.from_numpy(d["network"])[None]
-            row = {"seed": int(d["seed"]), "label": int(d["label"]), "r": {}, "R2": {}}
-            stack = [d["network"]]
-            for n in names:
-                img = torch.from_numpy(d[f"img_{n}"])[None]
-                m = image_metrics(net, img)
-                row["r"][n], row["R2"][n] = float(m["r"][0]), float(m["R2"][0])
-                stack.append(d[f"img_{n}"])
-        rows.append(row)
-        images.append(np.stack(stack))
+    for row, rec in comparison.records(folder):
+        rows.append({"seed": row.seed, "label": row.label, "r": {n: row.values[n]["r"] for n in names},
+                     "R2": {n: row.values[n]["R2"] for n in names}})
+        images.append(np.stack([rec.network] + [rec.machines[n].image for n in names]))
     if not rows:
         raise InputError(f"{folder} holds no seed with every machine of its summary")
     return {"machines": names, "rows": rows, "images": _array(_u8(np.stack(images)), "uint8"),
-            "medians": {n: summary["machines"][n].get("median_r") for n in names}}
+            "medians": {n: comparison.machines[n].median.get("r") for n in names}}
 
 
 def calibration_data(path) -> dict:

@@ -6,14 +6,16 @@ is written atomically as PNG.
 from __future__ import annotations
 
 import io
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import InputError
-from ..machines.tracing import DOMINANT, SampleTrace
 from ..files import atomic_write
+from ..machines.tracing import DOMINANT, SampleTrace
+from ..results import Comparison
 
 __all__ = ["render_mosaic", "source_colour", "comparison_plots"]
 
@@ -167,53 +169,54 @@ def render_mosaic(trace: SampleTrace, train_images: torch.Tensor, out_dir, *, st
 _LABELS = {"ideal": "IS", "ls": "LS", "els": "ELS"}
 
 
-def comparison_plots(out: Path, recs: list[dict], names: list[str], train_images: torch.Tensor,
-                     montage: int = 8) -> list[Path]:
-    """Plots of a comparison folder from its per-seed records (each with ``r_<name>``): a box
-    plot of r per machine (boxplot.png), IS against ELS seed by seed where both ran
+def comparison_plots(folder, comparison: Comparison, train_images: torch.Tensor, *, montage: int = 8) -> list[Path]:
+    """Plots of the comparison folder ``folder``, summarised as ``comparison``, written into it: a
+    box plot of r per machine (boxplot.png), IS against ELS seed by seed where both ran
     (scatter.png), and a labelled montage of the first ``montage`` seeds (montage.png: the
-    network, every machine, the training image nearest to the network's). Returns the paths."""
+    network, every machine, the training image nearest to the network's; the images from the
+    folder's seed records). ``train_images`` [N, C, H, W]. Returns the paths."""
     plt = _pyplot()
+    out = Path(folder)
+    names = comparison.names
     written = []
     label = [_LABELS.get(n, n) for n in names]
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(names), 3.6), dpi=120)
-    ax.boxplot([[float(r[f"r_{n}"]) for r in recs] for n in names], showmeans=True)
+    ax.boxplot([comparison.values(n, "r") for n in names], showmeans=True)
     ax.set_xticks(range(1, len(names) + 1), label)
     ax.set_ylabel("r with the network's image")
-    ax.set_title(f"{len(recs)} seeds", fontsize=9)
+    ax.set_title(f"{comparison.seeds} seeds", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     written.append(_save(fig, out / "boxplot.png"))
-    if "els" in names and "ideal" in names:
-        r_els = np.array([float(r["r_els"]) for r in recs])
-        r_is = np.array([float(r["r_ideal"]) for r in recs])
+    if comparison.els_beats_is is not None:
+        r_els, r_is = comparison.values("els", "r"), comparison.values("ideal", "r")
         fig, ax = plt.subplots(figsize=(4.2, 4.2), dpi=120)
         ax.scatter(r_is, r_els, s=12, alpha=0.7)
         lo = min(r_is.min(), r_els.min(), 0.0)
         ax.plot([lo, 1], [lo, 1], "k--", lw=0.8)
         ax.set_xlabel("IS: r with the network")
         ax.set_ylabel("ELS: r with the network")
-        ax.set_title(f"{len(recs)} seeds; ELS beats IS on {np.mean(r_els > r_is):.0%}")
+        ax.set_title(f"{comparison.seeds} seeds; ELS beats IS on {comparison.els_beats_is:.0%}")
         fig.tight_layout()
         written.append(_save(fig, out / "scatter.png"))
-    rows = recs[:montage]
-    if rows:
+    shown = list(islice(comparison.records(out), max(montage, 0)))
+    if shown:
         cols = ["network"] + label + ["nearest training image"]
-        fig, axes = plt.subplots(len(rows), len(cols), figsize=(1.1 * len(cols), 1.15 * len(rows) + 0.4), dpi=110,
+        fig, axes = plt.subplots(len(shown), len(cols), figsize=(1.1 * len(cols), 1.15 * len(shown) + 0.4), dpi=110,
                                  squeeze=False)
-        for i, rec in enumerate(rows):
-            imgs = [torch.from_numpy(rec["network"])] + [torch.from_numpy(rec[f"img_{n}"]) for n in names]
-            imgs.append(train_images[int(rec["nearest_index"])].float())
+        for i, (row, rec) in enumerate(shown):
+            imgs = [torch.from_numpy(rec.network)] + [torch.from_numpy(rec.machines[n].image) for n in names]
+            imgs.append(train_images[row.nearest_index].float())
             for j, img in enumerate(imgs):
                 ax = axes[i, j]
                 ax.imshow(_gray(img), cmap="gray", vmin=0, vmax=1)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if 1 <= j <= len(names):
-                    ax.set_xlabel(f"r = {float(rec[f'r_{names[j - 1]}']):.2f}", fontsize=6, labelpad=1)
+                    ax.set_xlabel(f"r = {row.values[names[j - 1]]['r']:.2f}", fontsize=6, labelpad=1)
                 if i == 0:
                     ax.set_title(cols[j], fontsize=7)
-            axes[i, 0].set_ylabel(f"seed {int(rec['seed'])}", fontsize=6)
+            axes[i, 0].set_ylabel(f"seed {row.seed}", fontsize=6)
         fig.tight_layout(pad=0.3)
         written.append(_save(fig, out / "montage.png"))
     return written
