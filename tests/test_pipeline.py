@@ -368,3 +368,30 @@ def test_shipped_network_reproduces_its_published_comparison(tmp_path):
     rows = list(csv.DictReader(open(Path(__file__).parents[1] / "docs" / "compare" / "results.csv")))
     published = float(next(r for r in rows if r["seed"] == "0")["r_els"])
     assert abs(summary["machines"]["els"]["median_r"] - published) < 1e-4
+
+
+def test_attention_unet_attends_globally_and_starts_as_the_unet():
+    cfg = NetConfig(arch="attn-unet", widths=(4, 8, 8), num_classes=3, heads=2, image_size=64)
+    net = build_network(cfg)
+    plain = build_network(NetConfig(arch="unet", widths=(4, 8, 8), num_classes=3, image_size=64))
+    assert sorted({k.split(".")[0] for k in net.state_dict()} - {k.split(".")[0] for k in plain.state_dict()}) == \
+        ["down_attn", "mid_attn", "up_attn"]
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if "attn" not in k})
+    x, t, y = torch.randn(2, 1, 64, 64), torch.rand(2), torch.tensor([0, 2])
+    torch.testing.assert_close(net(x, t, y), plain(x, t, y))  # zero-initialised output projections
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(std=0.3)
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if "attn" not in k})
+    x2 = x.clone()
+    x2[:, :, 0, 0] += 1.0
+    far = (slice(None), slice(None), -1, -1)
+    assert torch.equal(plain(x2, t, y)[far], plain(x, t, y)[far])  # the corner lies outside the UNet's field ...
+    assert (net(x2, t, y) - net(x, t, y))[far].abs().min() > 0  # ... and attention reaches it
+    assert NetConfig.from_dict(cfg.to_dict()) == cfg
+    old = NetConfig(arch="unet").to_dict()  # a config written before the attention fields existed
+    assert NetConfig.from_dict({k: v for k, v in old.items() if k not in ("attention", "heads")}) == NetConfig(arch="unet")
+    with pytest.raises(em.InputError, match="heads=3"):
+        NetConfig(arch="attn-unet", widths=(4, 8, 8), heads=3)
+    with pytest.raises(em.InputError, match="attention must name"):
+        NetConfig(arch="attn-unet", widths=(4, 8, 8), attention=4)

@@ -30,6 +30,7 @@ from .common import (
 class Arch(str, Enum):
     resnet = "resnet"
     unet = "unet"
+    attn_unet = "attn-unet"
 
 
 def train(
@@ -38,12 +39,15 @@ def train(
     limit: Optional[int] = LIMIT,
     per_class: Optional[int] = PER_CLASS,
     download: bool = DOWNLOAD,
-    arch: Arch = typer.Option(Arch.resnet, help="resnet (paper: 8 layers x 256) or unet (paper: 64/128/256)."),
+    arch: Arch = typer.Option(Arch.resnet, help="resnet (paper: 8 layers x 256), unet (paper: 64/128/256) or attn-unet "
+                              "(the UNet with self-attention at its coarsest scales, as DDPM's)."),
     padding: Padding = typer.Option(Padding.zeros, help="Padding of every convolution."),
     cond: bool = flag("--cond/--no-cond", help="Class-conditional (needs labels)."),
     width: int = typer.Option(256, help="ResNet channels."),
     depth: int = typer.Option(8, help="ResNet residual layers."),
     widths: str = typer.Option("64,128,256", help="UNet channels per scale."),
+    attention: Optional[int] = typer.Option(None, help="attn-unet: how many of the coarsest scales attend, besides the middle [default: 2]."),
+    heads: Optional[int] = typer.Option(None, help="attn-unet: attention heads [default: 4]."),
     epochs: int = typer.Option(300, help="Passes over the training set (more on --resume continues)."),
     batch_size: int = typer.Option(128, help="Images per optimizer step."),
     lr: float = typer.Option(1e-4, help="Adam learning rate."),
@@ -74,12 +78,15 @@ def train(
     if H != W:
         raise InputError(f"networks are built for square images; {ds.name} has {H}x{W}")
     ws = tuple(parse_int_list(widths, "--widths"))
+    if arch != Arch.attn_unet and (attention is not None or heads is not None):
+        raise InputError(f"--attention and --heads are options of --arch attn-unet, not of {arch.value}")
+    attn = {k: v for k, v in (("attention", attention), ("heads", heads)) if v is not None}
     schedule = as_schedule(noise_schedule)
     ncls = (max(ds.classes) + 1) if cond and ds.classes else 0
     if cond and not ncls:
         raise InputError(f"--cond needs labels; dataset {ds.name} has none")
     net_cfg = NetConfig(arch=arch.value, channels=C, image_size=H, width=width, depth=depth, widths=ws,
-                        padding=padding.value, num_classes=ncls)
+                        padding=padding.value, num_classes=ncls, **attn)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, grad_clip=grad_clip,
                       checkpoint_every=checkpoint_every, ema=ema)
     with progress() as prog:

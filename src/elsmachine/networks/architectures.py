@@ -10,6 +10,12 @@ UNet: three scales (paper: 64/128/256 channels), one residual block per scale on
 and up, average pooling and nearest upsampling, skip connections by concatenation, no
 normalisation.
 
+Attention UNet (``attn-unet``): the UNet with a self-attention block after every residual
+block at the ``attention`` coarsest scales (default 2, as DDPM's at 16 x 16 and below), and
+in the middle: h <- h + W_o softmax(q k^T / sqrt(d)) v over all positions of the scale, with
+q, k, v = W_{q,k,v} GroupNorm(h) in ``heads`` heads. It is the one global step of the
+network: every output pixel can see every input pixel, which no local machine does.
+
 Both predict the noise eps of x_t = a x_0 + s eps on the cosine schedule, take t in [0, 1]
 (a sinusoidal embedding of 1000 t), optionally a class label, and use zero or circular
 padding throughout. Rebuilt from :class:`NetConfig`, which checkpoints carry. They compute in
@@ -29,7 +35,7 @@ from ..errors import InputError
 
 __all__ = ["NetConfig", "ResNet", "UNet", "build_network"]
 
-ARCHS = ("resnet", "unet")
+ARCHS = ("resnet", "unet", "attn-unet")
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,8 @@ class NetConfig:
     padding: str = "zeros"
     num_classes: int = 0
     emb_dim: int = 128
+    attention: int = 2  # attn-unet: how many of the coarsest scales attend
+    heads: int = 4  # attn-unet: attention heads
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -58,11 +66,19 @@ class NetConfig:
                 raise InputError(f"{name} must be a positive integer, got {v!r}")
         if self.num_classes < 0:
             raise InputError(f"num_classes must be >= 0, got {self.num_classes}")
-        if self.arch == "unet":
+        if self.arch in ("unet", "attn-unet"):
             if len(self.widths) < 1 or any(w < 1 for w in self.widths):
                 raise InputError(f"widths must be positive integers, got {self.widths}")
             if self.image_size % (2 ** (len(self.widths) - 1)):
                 raise InputError(f"image size {self.image_size} is not divisible by 2^{len(self.widths) - 1}")
+        if self.arch == "attn-unet":
+            if not 1 <= self.attention <= len(self.widths):
+                raise InputError(f"attention must name 1 to {len(self.widths)} of the coarsest scales, got {self.attention}")
+            if not isinstance(self.heads, int) or self.heads < 1:
+                raise InputError(f"heads must be a positive integer, got {self.heads!r}")
+            bad = [w for w in self.widths[-self.attention:] if w % self.heads]
+            if bad:
+                raise InputError(f"attention widths {bad} are not divisible by heads={self.heads}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -157,11 +173,45 @@ class UBlock(nn.Module):
         return self.skip(h) + self.c2(F.silu(z))
 
 
+def _groups(width: int) -> int:
+    """GroupNorm groups of an attention block: 8, or fewer where the width is small."""
+    return math.gcd(width, 8)
+
+
+class SelfAttention(nn.Module):
+    """h <- h + W_o MultiHead(GroupNorm(h)) over all H x W positions (the attention UNet's one
+    global step). The output projection starts at zero, so a new block is the identity."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.GroupNorm(_groups(width), width)
+        self.qkv = nn.Conv2d(width, 3 * width, 1)
+        self.proj = nn.Conv2d(width, width, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = h.shape
+        q, k, v = self.qkv(self.norm(h)).reshape(B, 3, self.heads, C // self.heads, H * W).unbind(1)
+        a = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+        return h + self.proj(a.transpose(-1, -2).reshape(B, C, H, W))
+
+
 class UNet(nn.Module):
+    """The UNet; with ``cfg.arch == "attn-unet"`` a self-attention block follows each residual
+    block at the ``cfg.attention`` coarsest scales and in the middle."""
+
     def __init__(self, cfg: NetConfig) -> None:
         super().__init__()
         self.cfg = cfg
         w = list(cfg.widths)
+        n_attn = cfg.attention if cfg.arch == "attn-unet" else 0
+        attends = [i >= len(w) - n_attn for i in range(len(w))]
+
+        def attn(i: int, width: int) -> nn.Module:
+            return SelfAttention(width, cfg.heads) if attends[i] else nn.Identity()
+
         self.embed = Embedding(cfg.emb_dim, cfg.num_classes)
         self.inp = conv3x3(cfg.channels, w[0], cfg.padding)
         self.down = nn.ModuleList()
@@ -177,22 +227,28 @@ class UNet(nn.Module):
         self.out = conv3x3(cin, cfg.channels, cfg.padding)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if n_attn:  # registered only here, so the plain UNet's weights keep their names
+            self.down_attn = nn.ModuleList(attn(i, wi) for i, wi in enumerate(w))
+            self.mid_attn = attn(len(w) - 1, w[-1])
+            self.up_attn = nn.ModuleList(attn(len(w) - 1 - i, wi) for i, wi in enumerate(reversed(w)))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        plain = not hasattr(self, "mid_attn")
         e = self.embed(t, labels)
         h = self.inp(x)
         skips = []
         for i, block in enumerate(self.down):
-            h = block(h, e)
+            h = block(h, e) if plain else self.down_attn[i](block(h, e))
             skips.append(h)
             if i < len(self.down) - 1:
                 h = F.avg_pool2d(h, 2)
-        h = self.mid(h, e)
+        h = self.mid(h, e) if plain else self.mid_attn(self.mid(h, e))
         for i, block in enumerate(self.up):
             s = skips.pop()
             if h.shape[-1] != s.shape[-1]:
                 h = F.interpolate(h, scale_factor=2, mode="nearest")
             h = block(torch.cat([h, s], dim=1), e)
+            h = h if plain else self.up_attn[i](h)
         return self.out(F.silu(h))
 
 

@@ -197,6 +197,8 @@ def train(
                 old = {**asdict(TrainConfig()), **(old or {})}  # fields added since that run: defaults
                 old = {k: v for k, v in old.items() if k != "epochs"}
                 new = {k: v for k, v in new.items() if k != "epochs"}
+            if key == "network" and old:  # fields added since that run take their defaults
+                old = NetConfig.from_dict(old).to_dict()
             if key == "dataset":  # what runs of older versions recorded of their data
                 new = {k: v for k, v in new.items() if k in (old or {})}
             if old != new:
