@@ -69,8 +69,9 @@ def tempered(x, t, Y, temperature):
     return out
 
 
-def patch_machine(kind, x, t, Y, k, padding, return_trace=False):
-    """LS ("ls") or ELS ("els") by enumeration; optionally the argmax candidate per pixel."""
+def patch_machine(kind, x, t, Y, k, padding, return_trace=False, temperature=1.0):
+    """LS ("ls") or ELS ("els") by enumeration, its logits divided by ``temperature``; optionally
+    the argmax candidate per pixel."""
     a, s = coefficients(t)
     x, Y = x.double(), Y.double()
     B, C, H, W = x.shape
@@ -94,7 +95,7 @@ def patch_machine(kind, x, t, Y, k, padding, return_trace=False):
             V = torch.stack(vals)  # [L, C]
             for b in range(B):
                 q = patch(x[b], i, j, k, padding)
-                logits = -((q[None] - a * K) ** 2).sum(-1) / (2 * s * s)
+                logits = -((q[None] - a * K) ** 2).sum(-1) / (2 * s * s * temperature)
                 w = torch.softmax(logits, 0)
                 out[b, :, i, j] = w @ V
                 m = int(torch.argmax(logits))

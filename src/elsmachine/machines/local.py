@@ -133,7 +133,13 @@ class PatchMachine(PatchSized, CandidateMachine):
         near = torch.topk(d, self.approx_images, largest=False).indices.sort().values
         return Bank(Y[near], bank.index[near.cpu()], bank.mean, key=None)
 
+    def _logit_noise(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The s that divides the logits, |P_q(x_t) - a P|^2 / (2 s^2), at times t [b]: the
+        schedule's own (a subclass may rescale it; x0_hat depends on s only through the logits)."""
+        return s
+
     def _denoise_subset(self, x, a, s, k, cls, trace, t=None):
+        s = self._logit_noise(s, t)
         engine = self.engine(x)
         bank = self.bank(cls)
         if self.approx_images is None or self.approx_images >= len(bank):
@@ -174,6 +180,7 @@ class PatchMachine(PatchSized, CandidateMachine):
         B = x.shape[0]
         tt = checks.times(t, B)
         a, s = self.schedule.coefficients(tt, x)
+        s = self._logit_noise(s, tt)
         uniq = sorted(set(ks))
         outs = {k: torch.empty_like(x) for k in uniq}
         most = disp.native.max_sizes()
