@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 import elsmachine as em
 from elsmachine.cli import app
+from elsmachine.networks import BUNDLED_MODELS
 from elsmachine.experiments.calibrate import calibrate
 from elsmachine.experiments.compare import compare
 from elsmachine.networks import NetConfig, build_network, load_network
@@ -368,6 +369,30 @@ def test_shipped_network_reproduces_its_published_comparison(tmp_path):
     rows = list(csv.DictReader(open(Path(__file__).parents[1] / "docs" / "compare" / "results.csv")))
     published = float(next(r for r in rows if r["seed"] == "0")["r_els"])
     assert abs(summary["machines"]["els"]["median_r"] - published) < 1e-4
+
+
+@pytest.mark.parametrize("name", BUNDLED_MODELS)
+def test_every_shipped_network_is_finished_calibrated_and_denoises(name):
+    """Each bundled network finished its training, carries a schedule calibrated against it on the
+    default grid, and denoises an image of digits toward digits (x0_hat nearer the clean image
+    than x_t's rescaling is)."""
+    import json
+
+    from elsmachine.networks.checkpoints import bundled_model_path, patch_schedule_beside
+
+    cfg = json.loads((bundled_model_path(name) / "config.json").read_text())
+    assert cfg["progress"]["done"] and cfg["progress"]["epoch"] == cfg["train"]["epochs"]
+    sched = em.PatchSchedule.load(patch_schedule_beside(name))
+    assert len(sched.sizes) == 20 and all(k % 2 == 1 for k in sched.sizes)
+    net = load_network(name)
+    assert net.takes_labels and net.padding == "zeros"
+    ds = em.load_dataset("mnist5k")
+    x0, y = ds.images[:4], ds.labels[:4]
+    a, s = net.schedule.alpha(0.3), net.schedule.sigma(0.3)
+    xt = a * x0 + s * torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        err = (net.denoise(xt, 0.3, labels=y) - x0).square().mean()
+    assert err < 0.5 * (xt / a - x0).square().mean()
 
 
 def test_attention_unet_attends_globally_and_starts_as_the_unet():

@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..errors import InputError
+from ..networks.checkpoints import BUNDLED_MODELS
 
 console = Console(stderr=True)
 
@@ -45,7 +46,7 @@ PER_CLASS = typer.Option(None, help="Use only the first N training images of eac
 DOWNLOAD = typer.Option(False, "--download", metavar="", help="Fetch mnist, fashion-mnist or cifar10 into --root (MD5-checked) when missing.")
 DEVICE = typer.Option("auto", help="auto, cpu, cuda, cuda:N.")
 STEPS = typer.Option(20, help="DDIM steps on the grid t_j = (n - j)/n.")
-MODEL = typer.Option(..., "--model", help="Checkpoint folder, model.safetensors, TorchScript file, or a bundled network (mnist5k-resnet).")
+MODEL = typer.Option(..., "--model", help="Checkpoint folder, model.safetensors, TorchScript file, or a bundled network (" + ", ".join(BUNDLED_MODELS) + ").")
 NOISE_SCHEDULE = typer.Option(None, "--noise-schedule", help="Noise schedule of a TorchScript network or a bare diffusers UNet folder: cosine, linear, scaled_linear, squaredcos_cap_v2, a saved schedule or a scheduler config (others record their own).")
 NUM_CLASSES = typer.Option(None, "--num-classes", help="Classes of a class-conditional TorchScript network (own checkpoints record theirs).")
 CLASS = typer.Option("cycle", "--class", help="'cycle' (seed s draws class s mod #classes), 'none' (unconditional) or a label.")

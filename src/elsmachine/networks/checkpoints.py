@@ -29,16 +29,17 @@ __all__ = ["load_network", "FORMAT_VERSION", "BUNDLED_MODELS", "bundled_model_pa
 FORMAT_VERSION = 1
 PATCH_SCHEDULE_FILE = "patch_schedule.json"
 
-# Networks shipped inside the package (folder under elsmachine/data/models), each with the
-# patch schedule calibrated against it.
-BUNDLED_MODELS = ("mnist5k-resnet",)
+# Networks shipped inside the package: every folder under elsmachine/data/models holding a
+# config.json, each with the patch schedule calibrated against it.
+_MODELS = resources.files("elsmachine") / "data" / "models"
+BUNDLED_MODELS = tuple(sorted(p.name for p in _MODELS.iterdir() if (p / "config.json").is_file()))
 
 
 def bundled_model_path(name: str) -> Path:
     """Folder of a shipped network: model.safetensors, config.json, patch_schedule.json."""
     if name not in BUNDLED_MODELS:
         raise InputError(f"unknown bundled model {name!r}; bundled: {', '.join(BUNDLED_MODELS)}")
-    return Path(str(resources.files("elsmachine") / "data" / "models" / name))
+    return Path(str(_MODELS / name))
 
 
 def _resolve(path) -> Path:
