@@ -69,9 +69,10 @@ def tempered(x, t, Y, temperature):
     return out
 
 
-def patch_machine(kind, x, t, Y, k, padding, return_trace=False, temperature=1.0):
-    """LS ("ls") or ELS ("els") by enumeration, its logits divided by ``temperature``; optionally
-    the argmax candidate per pixel."""
+def patch_machine(kind, x, t, Y, k, padding, return_trace=False, temperature=1.0, sigma=math.inf):
+    """LS ("ls") or ELS ("els") by enumeration, its logits divided by ``temperature``, each
+    window offset o's squared differences weighted by exp(-|o|^2 / (2 sigma^2)); optionally the
+    argmax candidate per pixel."""
     a, s = coefficients(t)
     x, Y = x.double(), Y.double()
     B, C, H, W = x.shape
@@ -80,6 +81,9 @@ def patch_machine(kind, x, t, Y, k, padding, return_trace=False, temperature=1.0
     top = torch.zeros(B, H, W, 2, dtype=torch.long)  # (image, flat pixel)
     ent = torch.zeros(B, H, W, dtype=torch.float64)
     ypatch = {}
+    h = k // 2
+    win = torch.tensor([[math.exp(-(di * di + dj * dj) / (2 * sigma * sigma)) for dj in range(-h, h + 1)]
+                      for di in range(-h, h + 1)], dtype=torch.float64).flatten().repeat(C)
     for i in range(H):
         for j in range(W):
             cands = candidates(kind, i, j, H, W, k, padding)
@@ -95,7 +99,7 @@ def patch_machine(kind, x, t, Y, k, padding, return_trace=False, temperature=1.0
             V = torch.stack(vals)  # [L, C]
             for b in range(B):
                 q = patch(x[b], i, j, k, padding)
-                logits = -((q[None] - a * K) ** 2).sum(-1) / (2 * s * s * temperature)
+                logits = -(((q[None] - a * K) ** 2) * win).sum(-1) / (2 * s * s * temperature)
                 w = torch.softmax(logits, 0)
                 out[b, :, i, j] = w @ V
                 m = int(torch.argmax(logits))

@@ -218,11 +218,22 @@ def test_every_machine_from_the_command_line_against_a_tiny_network(tmp_path):
                            "--patch-schedule", "3", "--out", str(tmp_path / "cmp")])
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "cmp" / "summary.json").read_text())
-    assert set(summary["machines"]) == set(em.MACHINES)
+    assert set(summary["machines"]) == {n for n, c in em.MACHINES.items() if not c.declaration.candidate}
     assert {"median_r", "median_r2", "median_R2", "median_mse", "beats_ideal"} <= set(summary["machines"]["pspc"])
     assert "beats_els" in summary["machines"]["locality"] and (tmp_path / "cmp" / "sensitivity.safetensors").exists()
     for f in ("results.csv", "montage.png", "boxplot.png"):
         assert (tmp_path / "cmp" / f).stat().st_size > 0
+    cands = ["compare", "--model", str(tmp_path / "net"), *common, "--seeds", "1", "--machines", "els,els-soft,els-tempered",
+             "--patch-schedule", "3", "--out", str(tmp_path / "cand")]
+    res = run.invoke(app, cands + ["--set", "els-soft.sigma=0.8", "--set", "els-tempered.temperatures=2,0.5"])
+    assert res.exit_code == 0, res.output
+    settings = json.loads((tmp_path / "cand" / "settings.json").read_text())
+    assert settings["machines"]["els-soft"]["sigma"] == [0.8]
+    assert settings["machines"]["els-tempered"]["temperatures"] == [2.0, 0.5]
+    for bad, says in (("els-soft.width=3", "has no option 'width'"), ("ls.padding=zeros", "not among the machines"),
+                      ("els-soft", "MACHINE.OPTION=VALUE"), ("els-soft.sigma=-1", "sigma must be positive")):
+        res = run.invoke(app, cands + ["--set", bad])
+        assert res.exit_code == 2 and says in res.output, (bad, res.output)
     res = run.invoke(app, ["calibrate", "--model", str(tmp_path / "net"), *common, "--machine", "pspc", "--sizes", "1,3",
                            "--seeds", "1", "-o", str(tmp_path / "p.json")])
     assert res.exit_code == 0, res.output

@@ -100,10 +100,10 @@ def machine_option(default: str = "els", *, traced: bool = False):
 
 
 def parse_machines(text: str, *, allow_all: bool = False) -> list[str]:
-    """--machines: a comma list of machine names (or 'all')."""
+    """--machines: a comma list of machine names (or 'all': every machine but the candidates)."""
     known = list(_declarations())
     if allow_all and text.strip() == "all":
-        return known
+        return [n for n, d in _declarations().items() if not d.candidate]
     names = [n.strip() for n in text.split(",") if n.strip()]
     for n in names:
         if n not in known:
@@ -112,6 +112,37 @@ def parse_machines(text: str, *, allow_all: bool = False) -> list[str]:
     if not names:
         raise InputError("--machines is empty")
     return names
+
+
+SETTINGS = typer.Option([], "--set", metavar="MACHINE.OPTION=VALUE",
+                        help="An option of one machine, e.g. els-soft.sigma=2,2,1.5 (repeatable; the option's "
+                             "value as its flag takes it).")
+
+
+def parse_settings(items: list[str], names: list[str]) -> dict[str, dict]:
+    """--set MACHINE.OPTION=VALUE items -> {machine: {option: value}}, each option one its machine
+    declares, for a machine among ``names``."""
+    out: dict[str, dict] = {}
+    decls = _declarations()
+    for item in items:
+        head, eq, value = item.partition("=")
+        machine, dot, option = head.strip().rpartition(".")
+        if not eq or not dot or not machine or not option:
+            raise InputError(f"--set takes MACHINE.OPTION=VALUE, got {item!r}")
+        if machine not in names:
+            raise InputError(f"--set {item!r}: {machine!r} is not among the machines run ({', '.join(names)})")
+        opt = decls[machine].option(option.replace("-", "_"))
+        if opt is None:
+            raise InputError(f"--set {item!r}: the {machine} machine has no option {option!r} "
+                             f"(it has {', '.join(decls[machine].option_names) or 'none'})")
+        value = value.strip()
+        if opt.kind in (int, float):
+            try:
+                value = opt.kind(value)
+            except ValueError:
+                raise InputError(f"--set {item!r}: {option} must be {opt.kind.__name__}, got {value!r}") from None
+        out.setdefault(machine, {})[opt.name] = value
+    return out
 
 
 def _declared(name: str):
@@ -164,15 +195,17 @@ def start_group(device: str):
 
 def build_machine(name: str, ds, *, conditional: bool = True, padding: str | None = None, patch_schedule=None,
                   schedule=None, memory_budget: int | None = None, threshold: float | None = None,
-                  temperature: float | None = None, sensitivity=None, distributed: bool = False):
-    """Machine ``name`` on the data ``ds``, given the options it has (the others are left out);
-    ``distributed``: its bank sharded across the processes of this run."""
+                  temperature: float | None = None, sensitivity=None, distributed: bool = False,
+                  settings: dict | None = None):
+    """Machine ``name`` on the data ``ds``, given the options it has (the others are left out)
+    and ``settings``, its own options by name (``--set``); ``distributed``: its bank sharded
+    across the processes of this run."""
     from ..machines import DEFAULT_MEMORY_BUDGET, make_machine, options_of
 
     takes = options_of(name)
     kw = {"padding": padding, "patch_size": patch_schedule, "threshold": threshold, "temperature": temperature,
           "sensitivity": sensitivity}
-    kw = {k: v for k, v in kw.items() if k in takes}
+    kw = {k: v for k, v in kw.items() if k in takes} | dict(settings or {})
     if "sensitivity" in takes and sensitivity is None:
         raise InputError(f"the {name} machine needs --sensitivity FILE (made by els sensitivity --model ...)")
     return make_machine(name, ds.images, labels=ds.labels if conditional else None, schedule=schedule,

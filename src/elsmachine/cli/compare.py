@@ -24,6 +24,7 @@ from .common import (
     PER_CLASS,
     ROOT,
     SEED,
+    SETTINGS,
     STEPS,
     TEMPERATURE,
     THRESHOLD,
@@ -33,7 +34,9 @@ from .common import (
     console,
     load_model_and_data,
     machine_names,
+    parse_machines,
     parse_patch_schedule,
+    parse_settings,
     progress,
     seed_range,
     start_group,
@@ -70,7 +73,9 @@ def compare(
              "comma list (default: the patch schedule beside the model)."),
     old_patch_schedule: Optional[str] = typer.Option(None, "--schedule", hidden=True,
                                                      help="The old spelling of --patch-schedule."),
-    machines: str = typer.Option("ideal,ls,els", help="Comma list of machines, or 'all': " + machine_names() + "."),
+    machines: str = typer.Option("ideal,ls,els", help="Comma list of machines, or 'all' (every machine but the "
+                                 "candidates): " + machine_names() + "."),
+    settings: list[str] = SETTINGS,
     padding: Optional[Padding] = typer.Option(None, help="Default: the network's own padding."),
     seeds: int = typer.Option(100, help="Number of seeds (--seed .. --seed + N - 1)."),
     seed: int = SEED,
@@ -98,12 +103,8 @@ def compare(
 
     seed_list = seed_range(seed, seeds)
     check_writable(out / "summary.json")
-    names = list(MACHINES) if machines.strip() == "all" else [n.strip() for n in machines.split(",") if n.strip()]
-    for n in names:
-        if n not in MACHINES:
-            raise InputError(f"unknown machine {n!r} in --machines; choose from all, {', '.join(MACHINES)}")
-    if not names:
-        raise InputError("--machines is empty")
+    names = parse_machines(machines, allow_all=True)
+    options = parse_settings(settings, names)
     group, dev = start_group(device)
     net, ds, pad, dev = load_model_and_data(model, dataset, root, limit, per_class, dev, padding, num_classes, download,
                                             noise_schedule)
@@ -119,7 +120,7 @@ def compare(
     ks = parse_patch_schedule(patch_schedule)
     ms = {n: build_machine(n, ds, conditional=bool(classes), padding=pad, patch_schedule=ks, schedule=net.schedule,
                            threshold=threshold, temperature=temperature, sensitivity=sensitivity,
-                           distributed=group.world > 1 and not by_seeds) for n in names}
+                           distributed=group.world > 1 and not by_seeds, settings=options.get(n)) for n in names}
     meta = {"data": ds.describe(), "padding": pad}
     # Checked once, by rank 0 (the folder is its): every rank runs what it checked.
     run = group.agree(prepare(net, ms, out, steps=steps, classes=classes, meta=meta) if group.main else None)

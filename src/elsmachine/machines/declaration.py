@@ -75,6 +75,8 @@ class Declaration:
     bench_paddings: paddings ``els bench`` times apart, as "name-padding" (empty: once, as "name").
     cost_like: the machine whose arithmetic ``els bench``'s pairs and flops model counts for this
         one (None: its own name).
+    candidate: a candidate beyond the published theories, with parameters fitted to a network
+        (docs/theory.md, "Candidates beyond ELS"): named explicitly, not part of ``--machines all``.
     """
 
     name: str
@@ -89,6 +91,7 @@ class Declaration:
     order: int = 1000
     bench_paddings: tuple[str, ...] = ()
     cost_like: str | None = None
+    candidate: bool = False
 
     def __post_init__(self) -> None:
         if self.form not in FORMS:

@@ -12,40 +12,13 @@ fitted to a network by ``els calibrate``-style search on seeds disjoint from eva
 
 from __future__ import annotations
 
-import math
-import numbers
-import warnings
-
 import torch
 
-from ..errors import InputError
-from ..patch_schedule import default_grid_times
 from .declaration import SOFTMAX, Declaration, Option
 from .local import BACKENDS, PATCH_OPTIONS, ELSMachine
+from .per_step import per_step_values, value_at
 
 __all__ = ["TemperedELSMachine"]
-
-
-def _temperatures(spec) -> tuple[float, ...]:
-    """One positive finite temperature, or one per step: from a number, a sequence or '0.5,0.7,...'."""
-    items = spec
-    if isinstance(spec, str):
-        try:
-            items = [float(v) for v in spec.split(",")]
-        except ValueError:
-            raise InputError(f"temperatures must be numbers separated by commas, got {spec!r}") from None
-    elif isinstance(spec, numbers.Real) and not isinstance(spec, bool):
-        items = [spec]
-    try:
-        items = list(items)
-    except TypeError:
-        raise InputError(f"temperatures must be a number or one per step, got {spec!r}") from None
-    if not items:
-        raise InputError("temperatures: give at least one")
-    for v in items:
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (v > 0 and math.isfinite(v)):
-            raise InputError(f"temperatures must be positive numbers, got {v!r}")
-    return tuple(float(v) for v in items)
 
 
 class TemperedELSMachine(ELSMachine):
@@ -54,28 +27,20 @@ class TemperedELSMachine(ELSMachine):
     declaration = Declaration(
         name="els-tempered", summary="ELS at a temperature per step: logits divided by T(t) (T = 1 is ELS).",
         candidates="as ELS", form=SOFTMAX, traceable=True, sizes_in_one_pass=True, backends=BACKENDS, order=40,
-        cost_like="els",
+        cost_like="els", candidate=True,
         options=PATCH_OPTIONS + (Option(
             "temperatures", "temperature_schedule", 1.0,
             "Softmax temperature: one number, or one per step of the default grid (highest t first).",
             flag="--temperatures", record=list),))
 
     def __init__(self, images, patch_size=None, padding: str = "zeros", temperatures=1.0, **kw) -> None:
-        self.temperatures = _temperatures(temperatures)
+        self.temperatures = per_step_values(temperatures, "temperatures")
         super().__init__(images, patch_size, padding, **kw)
 
     def temperature_at(self, t: float) -> float:
         """T at a denoiser time: the one value, or the nearest default-grid time's (warned when
         ``t`` is not a time of that grid)."""
-        if len(self.temperatures) == 1:
-            return self.temperatures[0]
-        ts = torch.tensor(default_grid_times(len(self.temperatures)), dtype=torch.float64)
-        d = (ts - float(t)).abs()
-        i = int(torch.argmin(d))
-        if float(d[i]) > 1e-9:
-            warnings.warn(f"t = {float(t):.6g} is not a time of the {len(ts)}-step grid of these temperatures; "
-                          f"using that of t = {float(ts[i]):g}", stacklevel=4)
-        return self.temperatures[i]
+        return value_at(self.temperatures, t, "temperatures")
 
     def _logit_noise(self, s, t):
         T = torch.tensor([self.temperature_at(v) for v in t.tolist()], dtype=torch.float64)

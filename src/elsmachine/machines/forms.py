@@ -31,12 +31,16 @@ __all__ = ["PatchQueries", "Geometry", "AttentionForm", "DisplacementForm", "Tri
 @dataclass
 class PatchQueries:
     """Noisy images x [B, C, H, W] with their coefficients a, s [B] (x's dtype), at patch size k
-    (an int; for :meth:`DisplacementForm.stream_sizes`, a list of increasing sizes)."""
+    (an int; for :meth:`DisplacementForm.stream_sizes`, a list of increasing sizes).
+
+    ``window`` (attention form only): weights w [k, k] of the squared differences in a patch
+    distance, sum_o w(o) |x(q + o) - a Y(p + o)|^2, with w = 1 at the centre; None is the box."""
 
     x: torch.Tensor
     a: torch.Tensor
     s: torch.Tensor
     k: int | list[int]
+    window: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -66,6 +70,11 @@ def _global_codes(local_image: torch.Tensor, pixel: torch.Tensor, bank: Bank, HW
     return img * HW + pixel
 
 
+def _box_only(queries: PatchQueries, form: str) -> None:
+    if queries.window is not None:  # these kernels sum a box; a window would be silently dropped
+        raise ValueError(f"the {form} form computes box distances only; a windowed distance needs the attention form")
+
+
 class AttentionForm:
     """Patch candidates by matrix products; keys cached within the machine's budget."""
 
@@ -83,28 +92,32 @@ class AttentionForm:
         return [(torch.stack([q for q, _ in cl]), torch.stack([p for _, p in cl]))
                 for _, cl in sorted(by_size.items(), reverse=True)]
 
-    def _block_keys(self, Y, mu_vec, k, cand):
+    def _block_keys(self, Y, mu_vec, k, cand, root_w):
         """Keys [G, n * P, C*k*k + 1] of the images Y [n, C, H, W] at the candidate pixels
-        cand [G, P]; candidate j of group g is image j // P at pixel cand[g, j % P]."""
+        cand [G, P]; candidate j of group g is image j // P at pixel cand[g, j % P]. A window
+        scales both sides by sqrt(w) (``root_w`` [C*k*k] or None), which leaves the centre
+        pixels, the values, as they are (w = 1 there)."""
         G, P = cand.shape
         n = Y.shape[0]
         Dp = mu_vec.numel()
         p = gather_patches(Y, k, self.geometry.padding, cand.reshape(-1)) - mu_vec  # [n, G*P, Dp]
+        if root_w is not None:
+            p = p * root_w
         keys = Y.new_empty(G, n, P, Dp + 1)
         keys[..., :Dp] = p.view(n, G, P, Dp).permute(1, 0, 2, 3)
         keys[..., Dp] = (p * p).sum(-1).view(n, G, P).permute(1, 0, 2)
         return keys.view(G, n * P, Dp + 1)
 
-    def _key_chunks(self, Y, mu_vec, k, cand, cache_key):
+    def _key_chunks(self, Y, mu_vec, k, cand, cache_key, root_w):
         G, P = cand.shape
         per_image = G * P * (mu_vec.numel() + 1) * Y.element_size()
-        keys = self.cache.get(cache_key, per_image * Y.shape[0], lambda: self._block_keys(Y, mu_vec, k, cand))
+        keys = self.cache.get(cache_key, per_image * Y.shape[0], lambda: self._block_keys(Y, mu_vec, k, cand, root_w))
         if keys is not None:
             yield keys
             return
         per = max(1, (self.memory_budget // 4) // per_image)
         for n0 in range(0, Y.shape[0], per):
-            yield self._block_keys(Y[n0 : n0 + per], mu_vec, k, cand)
+            yield self._block_keys(Y[n0 : n0 + per], mu_vec, k, cand, root_w)
 
     def stream(self, queries: PatchQueries, bank: Bank, *, trace: bool) -> SoftmaxState:
         x, a, s, k = queries.x, queries.a, queries.s, queries.k
@@ -116,6 +129,14 @@ class AttentionForm:
         mu = bank.mean.to(device=x.device, dtype=x.dtype)
         mu_vec = mu.repeat_interleave(k * k)  # [Dp], channel-major like the patches
         xp = gather_patches(x, k, self.geometry.padding, torch.arange(HW)) - a.view(-1, 1, 1) * mu_vec  # [B, HW, Dp]
+        root_w, window_key = None, None
+        if queries.window is not None:
+            w = queries.window.detach().to("cpu", torch.float64)
+            if w.shape != (k, k) or float(w[h, h]) != 1.0:
+                raise ValueError(f"a window must be [{k}, {k}] with 1 at its centre, got {tuple(w.shape)}")
+            window_key = w.numpy().tobytes()
+            root_w = w.sqrt().flatten().repeat(C).to(device=x.device, dtype=x.dtype)
+            xp = xp * root_w
         scale = (a / s**2).view(1, B, 1, 1)
         bias = (-(a**2) / (2 * s**2)).view(1, B, 1)
         out = SoftmaxState.empty((B, HW), C, value_dim=1, device=x.device, trace=trace)
@@ -127,8 +148,9 @@ class AttentionForm:
             q = x.new_empty(G, B, Q, Dp + 1)
             q[..., :Dp] = xp[:, flat].view(B, G, Q, Dp).permute(1, 0, 2, 3) * scale
             q[..., Dp] = bias
-            cache_key = None if bank.key is None else (self.geometry, k, H, W, bi, bank.key, x.dtype, x.device)
-            st = attention_state(q.view(G, B * Q, Dp + 1), self._key_chunks(Y, mu_vec, k, cpos, cache_key),
+            cache_key = None if bank.key is None else (self.geometry, k, H, W, bi, bank.key, x.dtype, x.device,
+                                                       window_key)
+            st = attention_state(q.view(G, B * Q, Dp + 1), self._key_chunks(Y, mu_vec, k, cpos, cache_key, root_w),
                                  slice(h * k + h, Dp, k * k),  # the centre pixel of every channel
                                  trace=trace, backend=self.backend)
 
@@ -180,6 +202,7 @@ class DisplacementForm:
             bank.report(n0 + Yc.shape[0], Y.shape[0])
 
     def stream(self, queries: PatchQueries, bank: Bank, *, trace: bool) -> SoftmaxState:
+        _box_only(queries, self.name)
         x, k = queries.x, queries.k
         H, W = x.shape[2:]
         X, ox = disp.pad_images(x, k, self.geometry.padding, extended=False)
@@ -193,6 +216,7 @@ class DisplacementForm:
     def stream_sizes(self, queries: PatchQueries, bank: Bank) -> SoftmaxState:
         """The states of every size of the increasing list ``queries.k`` from one pass over the
         bank, stacked: [len(k) * B, H, W] (size j at rows j * B .. j * B + B - 1); no trace."""
+        _box_only(queries, self.name)
         x, ks = queries.x, list(queries.k)
         H, W = x.shape[2:]
         X, ox = disp.pad_images(x, ks[-1], self.geometry.padding, extended=False)
@@ -214,6 +238,7 @@ class TritonForm:
     def stream(self, queries: PatchQueries, bank: Bank, *, trace: bool) -> SoftmaxState:
         from ..engines.gpu import TritonStream
 
+        _box_only(queries, self.name)
         x, k = queries.x, queries.k
         H, W = x.shape[2:]
         HW = H * W

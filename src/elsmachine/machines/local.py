@@ -46,6 +46,7 @@ PATCH_OPTIONS = (PATCH_SIZE, PADDING, BACKEND, APPROX_IMAGES, APPROX_RADIUS)
 
 class PatchMachine(PatchSized, CandidateMachine):
     """Shared body of LS and ELS: patch sizes, the two engine forms, streamed candidates.
+    ``candidate_kind`` ("ls" or "els") says which candidates a pixel sees (:mod:`.candidates`).
 
     Args (beyond :class:`CandidateMachine`'s):
         patch_size: one odd size, one per step of the default grid (highest t first), a preset
@@ -76,7 +77,7 @@ class PatchMachine(PatchSized, CandidateMachine):
         if approx_radius is not None:
             if isinstance(approx_radius, bool) or not isinstance(approx_radius, int) or approx_radius < 0:
                 raise InputError(f"approx_radius must be a non-negative integer or None, got {approx_radius!r}")
-            if self.name != "els":
+            if self.candidate_kind != "els":
                 raise InputError("approx_radius applies to ELS only (LS candidates sit at the query pixel already)")
             if backend not in ("auto", "native"):
                 raise InputError(f"approx_radius needs the native backend, not backend={backend!r}")
@@ -102,7 +103,7 @@ class PatchMachine(PatchSized, CandidateMachine):
         return x.device.type == "cuda" and gpu.available(x) and self.approx_radius is None
 
     def _choose_engine(self, x):
-        geometry = Geometry(self.name, self.padding, self.approx_radius)
+        geometry = Geometry(self.candidate_kind, self.padding, self.approx_radius)
         attention = AttentionForm(geometry, self._cache, self.memory_budget, self._attention_backend)
         if self.backend == "triton":
             from ..engines import gpu
@@ -138,15 +139,16 @@ class PatchMachine(PatchSized, CandidateMachine):
         schedule's own (a subclass may rescale it; x0_hat depends on s only through the logits)."""
         return s
 
-    def _denoise_subset(self, x, a, s, k, cls, trace, t=None):
+    def _denoise_subset(self, x, a, s, k, cls, trace, t=None, window=None):
+        """``window``: weights [k, k] of a windowed patch distance (attention form; None: the box)."""
         s = self._logit_noise(s, t)
         engine = self.engine(x)
         bank = self.bank(cls)
         if self.approx_images is None or self.approx_images >= len(bank):
-            state = engine.stream(PatchQueries(x, a, s, k), bank, trace=trace)
+            state = engine.stream(PatchQueries(x, a, s, k, window), bank, trace=trace)
         else:  # each image meets only the patches of its nearest training images
             state = SoftmaxState.cat([
-                engine.stream(PatchQueries(x[b : b + 1], a[b : b + 1], s[b : b + 1], k),
+                engine.stream(PatchQueries(x[b : b + 1], a[b : b + 1], s[b : b + 1], k, window),
                               self._nearest_bank(bank, x[b : b + 1], a[b]), trace=trace)
                 for b in range(x.shape[0])])
         return self._finish(state, x, trace)
@@ -206,6 +208,7 @@ class LocalMachine(PatchMachine):
     """LS, the local score machine: pixel q sees the patch at q of every training image.
     ``padding`` decides what a window past the border contains ("zeros" or "circular")."""
 
+    candidate_kind = "ls"
     declaration = Declaration(
         name="ls", summary="LS, the local score machine: each pixel from the patches at the same pixel.",
         candidates="the patch at the same pixel of every training image", form=SOFTMAX, options=PATCH_OPTIONS,
@@ -220,6 +223,7 @@ class ELSMachine(PatchMachine):
     sees the patches at every pixel with q's padding footprint.
     """
 
+    candidate_kind = "els"
     declaration = Declaration(
         name="els", summary="ELS, the equivariant local score machine (zeros: boundary-broken).",
         candidates="the patches at every pixel of every training image (zeros: those with the same padding "

@@ -1,0 +1,53 @@
+"""A machine parameter given as one number or one per step of the default grid (highest t first),
+looked up at the nearest grid time like a patch schedule (docs/theory.md, "Patch schedules")."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+
+import torch
+
+from ..errors import InputError
+from ..patch_schedule import default_grid_times
+
+__all__ = ["per_step_values", "value_at"]
+
+
+def per_step_values(spec, name: str, *, infinite: bool = False) -> tuple[float, ...]:
+    """Positive numbers (``infinite``: inf allowed too) from a number, a sequence or '0.5,0.7,...'."""
+    items = spec
+    if isinstance(spec, str):
+        try:
+            items = [float(v) for v in spec.split(",")]
+        except ValueError:
+            raise InputError(f"{name} must be numbers separated by commas, got {spec!r}") from None
+    elif isinstance(spec, numbers.Real) and not isinstance(spec, bool):
+        items = [spec]
+    try:
+        items = list(items)
+    except TypeError:
+        raise InputError(f"{name} must be a number or one per step, got {spec!r}") from None
+    if infinite:  # as describe() records it, JSON having no infinity
+        items = [math.inf if isinstance(v, str) and v.strip() == "inf" else v for v in items]
+    if not items:
+        raise InputError(f"{name}: give at least one")
+    for v in items:
+        if (isinstance(v, bool) or not isinstance(v, numbers.Real) or math.isnan(v) or not v > 0
+                or (math.isinf(v) and not infinite)):
+            raise InputError(f"{name} must be positive numbers{' (or inf)' if infinite else ''}, got {v!r}")
+    return tuple(float(v) for v in items)
+
+
+def value_at(values: tuple[float, ...], t: float, name: str) -> float:
+    """The one value, or the nearest default-grid time's (warned when ``t`` is not a time of that grid)."""
+    if len(values) == 1:
+        return values[0]
+    ts = torch.tensor(default_grid_times(len(values)), dtype=torch.float64)
+    d = (ts - float(t)).abs()
+    i = int(torch.argmin(d))
+    if float(d[i]) > 1e-9:
+        warnings.warn(f"t = {float(t):.6g} is not a time of the {len(ts)}-step grid of these {name}; "
+                      f"using that of t = {float(ts[i]):g}", stacklevel=5)
+    return values[i]
