@@ -8,7 +8,8 @@ share of seeds on which it beats the first variant. With --per-step, also the me
 variant's x0_hat with the network's along the network's own trajectory, step by step.
 
 A variant is a machine name and its options, "name key=value ...". A value "c*k" is c times the
-patch size of each step of the network's calibrated schedule (one value per step); the key
+patch size of each step of the network's calibrated schedule (one value per step; or a comma
+list with one item per step, each a number or "c*k"); the key
 "grow=g" widens that schedule by 2g pixels a step (a soft window's support).
 
     python benchmarks/candidates.py --model mnist5k-resnet --seeds 10 --seed 1000 \\
@@ -34,9 +35,9 @@ def build(spec: str, ds, net, schedule: em.PatchSchedule):
     grow = int(opts.pop("grow", 0))
     sizes = [min(k + 2 * grow, 2 * max(ds.images.shape[-2:]) - 1) for k in schedule.sizes]
     for key, v in opts.items():
-        if v.endswith("*k"):
-            c = float(v[:-2])
-            opts[key] = [c * k for k in schedule.sizes]
+        if "*k" in v:  # "c*k", or one item per step: "inf,inf,0.3*k,..."
+            items = v.split(",") if "," in v else [v] * len(schedule.sizes)
+            opts[key] = [float(c[:-2]) * k if c.endswith("*k") else float(c) for c, k in zip(items, schedule.sizes)]
     return em.make_machine(name, ds.images, labels=ds.labels, schedule=net.schedule,
                            patch_size=em.PatchSchedule(ts=schedule.ts, sizes=tuple(sizes)), **opts)
 
