@@ -21,6 +21,7 @@ import math
 
 import torch
 
+from ..engines.attention import ATTENTION_BACKENDS
 from ..errors import InputError
 from .base import Trace
 from .declaration import SOFTMAX, Declaration, Option
@@ -29,9 +30,6 @@ from .local import PATCH_OPTIONS, ELSMachine
 from .per_step import per_step_values, value_at
 
 __all__ = ["SoftELSMachine", "gaussian_window"]
-
-ATTENTION_BACKENDS = ("auto", "fused", "explicit")
-
 
 def gaussian_window(k: int, sigma: float) -> torch.Tensor | None:
     """w(o) = exp(-|o|^2 / (2 sigma^2)) on the k x k offsets, float64 [k, k], 1 at the centre;

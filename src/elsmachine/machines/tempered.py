@@ -26,7 +26,8 @@ class TemperedMachine(IdealMachine):
 
     declaration = Declaration(
         name="tempered", summary="IS at a temperature: logits divided by T (T = 1 is IS, T -> 0 the nearest image).",
-        candidates="every whole training image", form=SOFTMAX, traceable=True, order=35, cost_like="ideal", candidate=True,
+        candidates="every whole training image", form=SOFTMAX, traceable=True, order=35, cost_like="ideal",
+        candidate=True,
         options=(Option("temperature", float, 1.0, "The softmax temperature.", flag="--temperature"),))
 
     def __init__(self, images, temperature: float = 1.0, labels=None, *, schedule: NoiseSchedule | None = None,
