@@ -9,7 +9,8 @@ variant's x0_hat with the network's along the network's own trajectory, step by 
 
 A variant is a machine name and its options, "name key=value ...". A value "c*k" is c times the
 patch size of each step of the network's calibrated schedule (one value per step; or a comma
-list with one item per step, each a number or "c*k"); the key
+list with one item per step, each a number or "c*k"); "k+d" is the step's patch size plus d (a
+patch schedule relative to the network's, e.g. els-border's border_patch_size=k+2); the key
 "grow=g" widens that schedule by 2g pixels a step (a soft window's support).
 
     python benchmarks/candidates.py --model mnist5k-resnet --seeds 10 --seed 1000 \\
@@ -26,6 +27,7 @@ import torch
 
 import elsmachine as em
 from elsmachine.experiments.metrics import pearson
+from elsmachine.machines.registry import declaration_of
 from elsmachine.networks.checkpoints import patch_schedule_beside
 
 
@@ -34,10 +36,16 @@ def build(spec: str, ds, net, schedule: em.PatchSchedule):
     opts = dict(p.split("=", 1) for p in pairs)
     grow = int(opts.pop("grow", 0))
     sizes = [min(k + 2 * grow, 2 * max(ds.images.shape[-2:]) - 1) for k in schedule.sizes]
+    decl = declaration_of(name)
     for key, v in opts.items():
+        opt = decl.option(key)
         if "*k" in v:  # "c*k", or one item per step: "inf,inf,0.3*k,..."
             items = v.split(",") if "," in v else [v] * len(schedule.sizes)
             opts[key] = [float(c[:-2]) * k if c.endswith("*k") else float(c) for c, k in zip(items, schedule.sizes)]
+        elif v.startswith("k+") or v.startswith("k-"):  # a patch size relative to each step's: "k+2"
+            opts[key] = [max(1, k + int(v[1:])) for k in sizes]
+        elif opt is not None and opt.kind in (int, float):
+            opts[key] = opt.kind(v)
     return em.make_machine(name, ds.images, labels=ds.labels, schedule=net.schedule,
                            patch_size=em.PatchSchedule(ts=schedule.ts, sizes=tuple(sizes)), **opts)
 

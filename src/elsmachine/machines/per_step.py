@@ -15,8 +15,9 @@ from ..patch_schedule import default_grid_times
 __all__ = ["per_step_values", "value_at"]
 
 
-def per_step_values(spec, name: str, *, infinite: bool = False) -> tuple[float, ...]:
-    """Positive numbers (``infinite``: inf allowed too) from a number, a sequence or '0.5,0.7,...'."""
+def per_step_values(spec, name: str, *, infinite: bool = False, share: bool = False) -> tuple[float, ...]:
+    """Positive numbers (``infinite``: inf allowed too; ``share``: numbers in [0, 1] instead) from
+    a number, a sequence or '0.5,0.7,...'."""
     items = spec
     if isinstance(spec, str):
         try:
@@ -34,9 +35,15 @@ def per_step_values(spec, name: str, *, infinite: bool = False) -> tuple[float, 
     if not items:
         raise InputError(f"{name}: give at least one")
     for v in items:
-        if (isinstance(v, bool) or not isinstance(v, numbers.Real) or math.isnan(v) or not v > 0
-                or (math.isinf(v) and not infinite)):
-            raise InputError(f"{name} must be positive numbers{' (or inf)' if infinite else ''}, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or math.isnan(v):
+            ok = False
+        elif share:
+            ok = 0 <= v <= 1
+        else:
+            ok = v > 0 and (infinite or not math.isinf(v))
+        if not ok:
+            what = "numbers in [0, 1]" if share else f"positive numbers{' (or inf)' if infinite else ''}"
+            raise InputError(f"{name} must be {what}, got {v!r}")
     return tuple(float(v) for v in items)
 
 
