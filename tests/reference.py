@@ -146,13 +146,13 @@ def gaussian_posterior_mean(x, t, mu, cov):
     return (mu + (a * cov @ z).T).reshape(x.shape)
 
 
-def moments(Y):
+def moments(Y, ddof=0):
     """The training set's mean, and the eigenvalues (clamped at 0) and eigenvectors of its
-    covariance (1/N), in float64."""
+    covariance (1/(N - ddof)), in float64."""
     N = Y.shape[0]
     flat = Y.double().reshape(N, -1)
     mu = flat.mean(0)
-    cov = (flat - mu).T @ (flat - mu) / N
+    cov = (flat - mu).T @ (flat - mu) / (N - ddof)
     lam, U = torch.linalg.eigh(cov)
     return mu, lam.clamp_min(0), U
 
@@ -177,13 +177,14 @@ def stationary(x, t, Y):
     return wiener(x, t, all_shifts(Y))
 
 
-def locality(x, t, Y, threshold=0.02, temperature=1.0):
-    """Lukoianov et al.'s machine entry by entry: Wiener projection, normalised rows, binary mask,
-    one softmax over images per output entry."""
+def locality(x, t, Y, threshold=0.02, temperature=1.0, mask_from=None):
+    """Lukoianov et al.'s machine entry by entry: Wiener projection of the unbiased covariance
+    (1/(N - 1), as their code), normalised rows, binary mask, one softmax over images per output
+    entry (the mask from the moments of ``mask_from`` when given, the softmax over Y)."""
     a, s = coefficients(t)
     N = Y.shape[0]
     flat = Y.double().reshape(N, -1)
-    _, lam, U = moments(Y)
+    _, lam, U = moments(Y if mask_from is None else mask_from, ddof=1)
     P = U @ torch.diag(a * a * lam / (a * a * lam + s * s)) @ U.T
     D = P.shape[0]
     M = torch.zeros_like(P)
@@ -225,3 +226,17 @@ def square_windows(H, W, k):
     """The k x k crops fully inside an H x W image, as lists of flat pixel indices."""
     return [[(i + di) * W + (j + dj) for di in range(k) for dj in range(k)]
             for i in range(H - k + 1) for j in range(W - k + 1)]
+
+
+def golddiff_subset(x, t, Y, pre, k_max, k, factor):
+    """GoldDiff's coarse-to-fine choice among the pre-sampled positions ``pre``: the k_max nearest
+    by pooled distance, then the k nearest of those by full distance (lower position on ties)."""
+    a, _ = coefficients(t)
+    x, Y = x.double(), Y.double()
+
+    def pool(v):
+        C, H, W = v.shape
+        return v.reshape(C, H // factor, factor, W // factor, factor).mean(dim=(2, 4))
+
+    coarse = sorted(pre, key=lambda n: (float(((pool(x) - a * pool(Y[n])) ** 2).sum()), n))[:k_max]
+    return sorted(coarse, key=lambda n: (float(((x - a * Y[n]) ** 2).sum()), n))[:k]

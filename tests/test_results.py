@@ -15,6 +15,7 @@ import elsmachine as em
 from elsmachine.experiments.compare import ComparisonRun, compare, run_comparison
 from elsmachine.output.explore import compare_data
 from elsmachine.output.plots import comparison_plots
+from elsmachine.sampling import Sampler
 from elsmachine.results import (
     Comparison,
     ComparisonSettings,
@@ -217,8 +218,8 @@ def test_a_resumed_comparison_recomputes_nothing_and_its_plots_come_from_the_rec
     first = compare(net, machines, ds.images, [0, 1], tmp_path, steps=3, classes=ds.classes)
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "seeds").iterdir()}
     sampled = []
-    real = compare_module.ddim_sample
-    monkeypatch.setattr(compare_module, "ddim_sample", lambda *a, **k: sampled.append(a) or real(*a, **k))
+    real = Sampler.run
+    monkeypatch.setattr(Sampler, "run", lambda *a, **k: sampled.append(a) or real(*a, **k))
     again = compare(net, machines, ds.images, [0, 1], tmp_path, steps=3, classes=ds.classes)
     assert sampled == []
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "seeds").iterdir()} == before
@@ -254,4 +255,8 @@ def test_the_compare_command_checks_once_and_writes_what_it_wrote(tmp_path, monk
     for f in ("results.csv", "summary.json", "boxplot.png", "scatter.png", "montage.png"):
         assert (tmp_path / "c" / f).stat().st_size > 0
         assert str(tmp_path / "c" / f) in res.output.replace("\n", "")
-    assert '"els_beats_is"' in res.output and '"settings"' not in res.output
+    # the summary as a table, each paper's statistic under its name, not summary.json
+    out = " ".join(res.output.split())
+    assert "median r" in out and "mean R^2" in out and '"settings"' not in out
+    assert [ln.split()[1] for ln in res.output.splitlines() if ln.split()[1:2] in (["ideal"], ["els"])] == \
+           ["ideal", "els"]

@@ -115,8 +115,8 @@ def test_a_traced_run_in_float64_and_its_record(small):
     assert got.images.dtype == torch.float64 and got.labels is None
     assert got.trace.source_image.shape == (2, 1, 32, 32) and got.trace.patch_sizes.tolist() == [3, 3]
     meta = got.meta
-    assert set(meta) == {"model", "machine", "padding", "patch_schedule", "patch_sizes_used", "steps", "data", "dtype",
-                         "device", "class", "seconds", "denoiser"}
+    assert set(meta) == {"model", "machine", "padding", "patch_schedule", "patch_sizes_used", "steps", "sampler",
+                         "data", "dtype", "device", "class", "seconds", "denoiser"}
     assert (meta["machine"], meta["dtype"], meta["device"], meta["class"], meta["padding"]) == \
            ("ls", "float64", "cpu", "none", "zeros")
     assert meta["data"]["n"] == 20 and meta["denoiser"]["patch_size"] == 3 and meta["model"] is None

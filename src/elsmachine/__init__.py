@@ -17,6 +17,7 @@ from .machines import (
     Option,
     ELSMachine,
     FlexCompositeMachine,
+    GoldDiffMachine,
     IdealMachine,
     LocalityMachine,
     LocalMachine,
@@ -24,6 +25,7 @@ from .machines import (
     PatchCompositeMachine,
     SampleTrace,
     ScoreMachine,
+    SmoothedMachine,
     StationaryMachine,
     Trace,
     Traced,
@@ -43,7 +45,7 @@ from .networks import (
 from .networks.sensitivity import Sensitivity, measure_sensitivity
 from .noise import CosineSchedule, DiscreteSchedule, NoiseSchedule, ddim_grid, noise_schedule
 from .patch_schedule import PRESETS, PatchSchedule, preset
-from .sampling import ddim_sample
+from .sampling import Sampler, ddim_sample, heun_sample
 from .seeds import class_of_seed, seed_noise
 
 __version__ = "0.2.0"
@@ -59,6 +61,8 @@ __all__ = [
     "noise_schedule",
     "schedule_of",
     "FlexCompositeMachine",
+    "GoldDiffMachine",
+    "SmoothedMachine",
     "LocalityMachine",
     "NearestMachine",
     "PatchCompositeMachine",
@@ -89,6 +93,8 @@ __all__ = [
     "class_of_seed",
     "ddim_grid",
     "ddim_sample",
+    "heun_sample",
+    "Sampler",
     "load_dataset",
     "load_network",
     "make_machine",

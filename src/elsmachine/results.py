@@ -225,7 +225,8 @@ class Comparison:
     """A summarised comparison: ``metrics`` ({name: description}, in the order reported),
     ``machines`` ({name: :class:`MachineSummary`}, in the order compared), the ``settings`` of
     those machines, ``rows`` (one :class:`SeedMetrics` per seed, by seed) and ``els_beats_is``,
-    the share of seeds on which ELS's r exceeds IS's (None unless both ran).
+    the share of seeds on which ELS's r exceeds IS's (None unless both ran), and ``as_reported``,
+    {paper: which summary statistics its tables report, under what name}.
 
     On disk (:meth:`save`) ``results.csv``, the rows with their metrics to 6 decimals, and
     ``summary.json``; :meth:`load` reads both. For callers that know summary.json's layout a
@@ -237,6 +238,7 @@ class Comparison:
     rows: tuple[SeedMetrics, ...]
     els_beats_is: float | None = None
     reference: str = REFERENCE
+    as_reported: dict[str, str] = field(default_factory=dict)
 
     @property
     def seeds(self) -> int:
@@ -255,7 +257,7 @@ class Comparison:
     def to_json(self) -> dict:
         """What summary.json holds."""
         out = {"seeds": self.seeds, "reference": self.reference, "metrics": self.metrics,
-               "machines": {n: s.to_json() for n, s in self.machines.items()}, "settings": self.settings.to_json()}
+               **({"as_reported": self.as_reported} if self.as_reported else {}), "machines": {n: s.to_json() for n, s in self.machines.items()}, "settings": self.settings.to_json()}
         if self.els_beats_is is not None:
             out["els_beats_is"] = self.els_beats_is
         return out
@@ -319,7 +321,8 @@ class Comparison:
                                     nearest_index=int(cells[-3]), nearest_distance=float(cells[-2])))
         return cls(metrics=metrics, machines=machines, settings=settings, rows=tuple(rows),
                    els_beats_is=None if s.get("els_beats_is") is None else float(s["els_beats_is"]),
-                   reference=str(s.get("reference", REFERENCE)))
+                   reference=str(s.get("reference", REFERENCE)),
+                   as_reported={str(k): str(v) for k, v in dict(s.get("as_reported", {})).items()})
 
     def records(self, folder) -> Iterator[tuple[SeedMetrics, SeedRecord]]:
         """Each row with its seed's record from ``folder``, in order, for the seeds whose record

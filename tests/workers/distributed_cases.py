@@ -20,7 +20,7 @@ def cases():
                 out.append((name, {"padding": padding, "patch_size": 3, "backend": backend}, True))
     out += [("nearest", {}, True), ("wiener", {}, False), ("stationary", {}, False),
             ("locality", {"threshold": 0.05}, True), ("pspc", {"patch_size": 3}, False),
-            ("pspc-flex", {"sensitivity": sensitivity()}, False)]
+            ("pspc-flex", {"sensitivity": sensitivity()}, False), ("smoothed", {"num_noise": 3}, False)]
     return out
 
 

@@ -91,6 +91,13 @@ def _sizes(cfg: BenchConfig) -> list[int]:
     return preset(cfg.preset).sizes_for(ddim_grid(cfg.steps))
 
 
+def _steps(cfg: BenchConfig) -> list[tuple[int, float]]:
+    """(patch size, t) of each step of the run."""
+    from ..noise import ddim_grid
+
+    return list(zip(_sizes(cfg), ddim_grid(cfg.steps)[:-1].tolist()))
+
+
 def _square_windows(cfg: BenchConfig):
     """Windows for timing PSPC flex without a network: at each step the square of the patch
     schedule's size around each pixel, clipped to the image (its cost does not depend on them)."""
@@ -112,7 +119,7 @@ def _square_windows(cfg: BenchConfig):
 def pairs_per_sample(cfg: BenchConfig) -> int:
     """Pairs actually weighed: the approximate modes weigh only their nearest images or pixels."""
     n = min(cfg.n, cfg.approx) if cfg.approx else cfg.n
-    return sum(pairs_for(cfg.machine, k, n, radius=cfg.radius) for k in _sizes(cfg)) * cfg.batch
+    return sum(pairs_for(cfg.machine, k, n, radius=cfg.radius, t=t) for k, t in _steps(cfg)) * cfg.batch
 
 
 def _peak_rss_mb() -> float:
@@ -159,7 +166,8 @@ def run_one(cfg: BenchConfig) -> dict:
     sync()
     seconds = time.perf_counter() - t0
     sizes = _sizes(cfg)
-    flops = sum(flops_for(cfg.machine, k, min(cfg.n, cfg.approx or cfg.n), radius=cfg.radius) for k in sizes) * cfg.batch
+    flops = sum(flops_for(cfg.machine, k, min(cfg.n, cfg.approx or cfg.n), radius=cfg.radius, t=t)
+                for k, t in _steps(cfg)) * cfg.batch
     pairs = pairs_per_sample(cfg)
     res = {**asdict(cfg), "seconds": seconds, "seconds_per_sample": seconds / cfg.batch, "pairs": pairs,
            "pairs_per_s": pairs / seconds, "gflops": flops / seconds / 1e9,

@@ -19,6 +19,9 @@ from ..machines.candidates import rectangles, sees
 __all__ = ["pairs_for", "flops_for", "matmul_gflops", "machine_kind"]
 
 
+SMOOTHED_COPIES = 10  # the smoothed machine's default num_noise, as the bench builds it
+
+
 def bench_names() -> tuple[str, ...]:
     """The machines ``els bench`` times, from their declarations: each by its name, or once per
     padding it declares to be timed apart ("els-zeros", "els-circular")."""
@@ -46,13 +49,31 @@ def _cost_name(machine: str) -> str:
     return machine if like is None else like
 
 
-def pairs_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, radius: int | None = None) -> int:
-    """Candidate pairs of one denoiser call for one image: (output, candidate) pairs each
-    machine weighs (``radius``: the approximate mode that keeps candidates within that many
-    pixels of the query, ELS only). The Gaussian machines weigh no candidates (0)."""
+def _golddiff_sizes(n: int, t: float) -> tuple[int, int, int]:
+    """GoldDiff's (pre-sample, screen, softmax) image counts at time t with its default k_min and
+    k_max, on the paper's cosine schedule."""
+    from ..machines.golddiff import GoldDiffMachine
+    from ..noise import CosineSchedule
+
+    return GoldDiffMachine.sizes_of(n, CosineSchedule().sigma(t), None, None)
+
+
+def pairs_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, radius: int | None = None,
+              t: float = 0.5) -> int:
+    """Candidate pairs of one denoiser call at time ``t`` for one image: (output, candidate) pairs
+    each machine weighs (``radius``: the approximate mode that keeps candidates within that many
+    pixels of the query, ELS only). The Gaussian machines weigh no candidates (0); the smoothed
+    machine weighs every image for each of its 10 perturbed copies; GoldDiff screens its
+    pre-sample on pooled proxies and the survivors at full size (one pair an image each), then
+    pairs every output entry with the k_t images it keeps."""
     machine = _cost_name(machine)
     if machine in ("ideal", "nearest"):
         return n  # one candidate (a whole image) per image
+    if machine == "smoothed":
+        return SMOOTHED_COPIES * n
+    if machine == "golddiff":
+        m, k_max, k_t = _golddiff_sizes(n, t)
+        return m + k_max + H * W * k_t
     if machine in ("wiener", "stationary"):
         return 0
     if machine == "locality":
@@ -65,8 +86,9 @@ def pairs_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, radius: in
     return int(sees(kind, padding, H, W, k, radius).sum()) * n
 
 
-def flops_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, C: int = 1, radius: int | None = None) -> float:
-    """Arithmetic the formulation actually does for one denoiser call and one image.
+def flops_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, C: int = 1, radius: int | None = None,
+              t: float = 0.5) -> float:
+    """Arithmetic the formulation actually does for one denoiser call at time ``t`` and one image.
 
     Displacement form (LS, ELS), walking the kernel's groups and displacements: per
     displacement and image, the squared differences over the query rectangle grown by k - 1
@@ -77,11 +99,18 @@ def flops_for(machine: str, k: int, n: int, H: int = 32, W: int = 32, C: int = 1
     The peers: squared differences (3D an image); the locality and flex machines' masked sums
     by matrix product (2D a pair), their exp and weighted sums; PSPC's box sums, exp and its
     windows' weighted crops (2 C k^2 a pair); Wiener two products with the eigenbasis (4 D^2);
-    stationary two FFTs and the C x C products per frequency."""
+    stationary two FFTs and the C x C products per frequency; smoothed, IS once per copy;
+    GoldDiff, squared differences on the pooled proxies (a quarter of the pixels at 32 x 32) and at
+    full size, then the locality softmax over its k_t images."""
     D = C * H * W
     machine = _cost_name(machine)
     if machine == "ideal":
         return n * (4.0 * (D + 1) + 10)
+    if machine == "smoothed":
+        return SMOOTHED_COPIES * n * (4.0 * (D + 1) + 10)
+    if machine == "golddiff":
+        m, k_max, k_t = _golddiff_sizes(n, t)
+        return m * 3.0 * D / 4 + k_max * 3.0 * D + k_t * (3.0 * D + H * W * (2.0 * D + 16))
     if machine == "nearest":
         return n * 3.0 * D
     if machine == "wiener":

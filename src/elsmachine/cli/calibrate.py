@@ -22,10 +22,12 @@ from .common import (
     PARALLEL,
     PER_CLASS,
     ROOT,
+    SAMPLER,
     SEED,
     STEPS,
     Padding,
     Parallel,
+    SamplerName,
     build_machine,
     load_model_and_data,
     parse_sizes,
@@ -59,6 +61,7 @@ def calibrate(
     seeds: int = typer.Option(10, help="Number of seeds (--seed .. --seed + N - 1)."),
     seed: int = SEED,
     steps: int = STEPS,
+    sampler: SamplerName = SAMPLER,
     criterion: str = typer.Option("cosine", help="cosine (similarity of scores) or l2."),
     device: str = DEVICE,
     num_classes: Optional[int] = NUM_CLASSES,
@@ -70,6 +73,7 @@ def calibrate(
     from ..experiments.calibrate import calibrate as run_calibration
     from ..experiments.calibrate import finish
     from ..files import check_writable
+    from ..sampling import Sampler
     from ..seeds import labels_for_seeds
 
     seed_list = seed_range(seed, seeds)
@@ -86,6 +90,7 @@ def calibrate(
     lab = None if labels is None else torch.tensor(labels, device=dev)
     work = out.with_name(out.name + ".parts")  # finished seeds, kept until the schedule is written
     meta = {"data": ds.describe(), "model": str(model), "machine": machine.value, "padding": pad}
+    run_sampler = Sampler(sampler.value)
     t0 = time.perf_counter()
     with progress() as prog:
         task = prog.add_task("calibrating", total=steps * len(seed_list))
@@ -93,13 +98,13 @@ def calibrate(
             mine = group.split(range(len(seed_list)))
             run_calibration(net, m, sizes_tried, [seed_list[i] for i in mine], steps=steps,
                             labels=None if lab is None else lab[mine], criterion=criterion, device=dev, meta=meta,
-                            on_step=lambda info: prog.advance(task, group.world), work_dir=work)
+                            sampler=run_sampler, on_step=lambda info: prog.advance(task, group.world), work_dir=work)
             group.barrier()
             if not group.main:
                 return
         sched, _, _ = run_calibration(
             net, m, sizes_tried, seed_list, steps=steps, labels=lab, criterion=criterion, device=dev, meta=meta,
-            on_step=None if by_seeds else (lambda info: prog.advance(task)), work_dir=work,
+            sampler=run_sampler, on_step=None if by_seeds else (lambda info: prog.advance(task)), work_dir=work,
             group=None if by_seeds else group,
         )
     if not group.main:

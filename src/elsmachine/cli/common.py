@@ -45,7 +45,8 @@ LIMIT = typer.Option(None, help="Use only N training images, taken in turn from 
 PER_CLASS = typer.Option(None, help="Use only the first N training images of each class.")
 DOWNLOAD = typer.Option(False, "--download", metavar="", help="Fetch mnist, fashion-mnist or cifar10 into --root (MD5-checked) when missing.")
 DEVICE = typer.Option("auto", help="auto, cpu, cuda, cuda:N.")
-STEPS = typer.Option(20, help="DDIM steps on the grid t_j = (n - j)/n.")
+STEPS = typer.Option(20, help="Sampler steps (DDIM: on the grid t_j = (n - j)/n; Heun: on EDM's noise levels, "
+                     "2 n - 1 network or machine calls).")
 MODEL = typer.Option(..., "--model", help="Checkpoint folder, model.safetensors, TorchScript file, or a bundled network (" + ", ".join(BUNDLED_MODELS) + ").")
 NOISE_SCHEDULE = typer.Option(None, "--noise-schedule", help="Noise schedule of a TorchScript network or a bare diffusers UNet folder: cosine, linear, scaled_linear, squaredcos_cap_v2, a saved schedule or a scheduler config (others record their own).")
 NUM_CLASSES = typer.Option(None, "--num-classes", help="Classes of a class-conditional TorchScript network (own checkpoints record theirs).")
@@ -210,6 +211,15 @@ def build_machine(name: str, ds, *, conditional: bool = True, padding: str | Non
         raise InputError(f"the {name} machine needs --sensitivity FILE (made by els sensitivity --model ...)")
     return make_machine(name, ds.images, labels=ds.labels if conditional else None, schedule=schedule,
                         memory_budget=memory_budget or DEFAULT_MEMORY_BUDGET, distributed=distributed, **kw)
+
+
+class SamplerName(str, Enum):
+    ddim = "ddim"
+    heun = "heun"
+
+
+SAMPLER = typer.Option(SamplerName.ddim, "--sampler", help="ddim (deterministic DDIM) or heun (EDM's deterministic "
+                       "second-order sampler, Karras et al. 2022: sigma from 80 to 0.002, rho 7). Results record it.")
 
 
 class Padding(str, Enum):
@@ -378,6 +388,9 @@ class MachineOptions:
         return out
 
 
+_PREFIX = "machine_option_"
+
+
 def machine_options(**defaults):
     """Add one option per machine option declared with a flag (the union over all machines) in
     place of the command's parameter ``options``, which receives them as :class:`MachineOptions`.
@@ -396,10 +409,12 @@ def machine_options(**defaults):
             decls = [opt.flag, *opt.aliases]
             if kind is bool:  # an on/off option: both spellings, so unset stays None
                 decls = [f"{opt.flag}/--no-{opt.flag.lstrip('-')}", *opt.aliases]
-            params.append(_param(name, Optional[kind], typer.Option(None, *decls, help=text, show_default=False)))
+            # the parameter is named apart from the command's own (a machine's seed is not --seed)
+            params.append(_param(_PREFIX + name, Optional[kind],
+                                 typer.Option(None, *decls, help=text, show_default=False)))
 
         def make(values: dict) -> MachineOptions:
-            given = {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v)
+            given = {k[len(_PREFIX):]: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v)
                      for k, v in values.items() if v is not None}
             return MachineOptions(given, dict(defaults))
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -24,12 +23,14 @@ from .common import (
     PER_CLASS,
     ROOT,
     SEED,
+    SAMPLER,
     SETTINGS,
     STEPS,
     TEMPERATURE,
     THRESHOLD,
     Padding,
     Parallel,
+    SamplerName,
     build_machine,
     console,
     load_model_and_data,
@@ -43,9 +44,9 @@ from .common import (
 )
 
 
-def _sensitivity_in(out: Path, net, ds, classes, steps: int, dev):
+def _sensitivity_in(out: Path, net, ds, classes, steps: int, dev, grid):
     """The network's sensitivity for pspc-flex, kept in the comparison folder: measured there once
-    (4 noisy inputs a step, share 0.9), read back on every rerun."""
+    at the sampler's times ``grid`` (4 noisy inputs a step, share 0.9), read back on every rerun."""
     from ..networks.sensitivity import Sensitivity, measure_sensitivity
 
     path = out / "sensitivity.safetensors"
@@ -55,9 +56,26 @@ def _sensitivity_in(out: Path, net, ds, classes, steps: int, dev):
         task = prog.add_task("measuring the network's sensitivity", total=steps)
         sens = measure_sensitivity(net, ds.images.to(dev), ds.labels if classes else None, steps=steps, inputs=4,
                                    meta={"model": net.meta.get("source"), "weights_sha256": net.meta.get("weights_sha256")},
-                                   on_step=lambda info: prog.advance(task))
+                                   on_step=lambda info: prog.advance(task), grid=grid)
     sens.save(path)
     return sens
+
+
+def print_summary(summary) -> None:
+    """The summary as one table: each paper's statistic under its own name (Kamb and Ganguli's median
+    r, which their tables call r^2; GoldDiff's and the Analytic Diffusion Studio's mean R^2 and MSE)."""
+    from rich.table import Table
+
+    sampler = summary.settings.common.get("sampler", {}).get("name", "ddim")
+    tab = Table(title=f"{summary.seeds} seeds against {summary.reference}, sampler {sampler}")
+    for col in ("machine", "median r (K&G's 'r^2')", "mean R^2 (GoldDiff, Studio)", "mean MSE (GoldDiff, Studio)",
+                "median R^2", "beats IS", "beats ELS"):
+        tab.add_column(col, justify="left" if col == "machine" else "right")
+    share = lambda v: "" if v is None else f"{v:.0%}"  # noqa: E731
+    for name, m in summary.machines.items():
+        tab.add_row(name, f"{m.median['r']:.3f}", f"{m.mean['R2']:.3f}", f"{m.mean['mse']:.4f}", f"{m.median['R2']:.3f}",
+                    share(m.beats.get("ideal")), share(m.beats.get("els")))
+    console.print(tab)
 
 
 def compare(
@@ -80,6 +98,7 @@ def compare(
     seeds: int = typer.Option(100, help="Number of seeds (--seed .. --seed + N - 1)."),
     seed: int = SEED,
     steps: int = STEPS,
+    sampler: SamplerName = SAMPLER,
     device: str = DEVICE,
     num_classes: Optional[int] = NUM_CLASSES,
     noise_schedule: Optional[str] = NOISE_SCHEDULE,
@@ -100,6 +119,7 @@ def compare(
     from ..networks.checkpoints import patch_schedule_beside
     from ..output.plots import comparison_plots
     from ..results import Comparison
+    from ..sampling import Sampler
 
     seed_list = seed_range(seed, seeds)
     check_writable(out / "summary.json")
@@ -114,16 +134,19 @@ def compare(
             raise InputError(f"no --patch-schedule given and no patch schedule beside the model {model}")
         patch_schedule = str(beside)
     classes = run_classes(net, ds)
+    run_sampler = Sampler(sampler.value)
+    grid = run_sampler.grid(net.schedule, steps)
     if "pspc-flex" in names and sensitivity is None:  # measured once, by rank 0
-        sensitivity = group.agree(_sensitivity_in(out, net, ds, classes, steps, dev) if group.main else None)
+        sensitivity = group.agree(_sensitivity_in(out, net, ds, classes, steps, dev, grid) if group.main else None)
     by_seeds = group.world > 1 and parallel == Parallel.seeds
-    ks = parse_patch_schedule(patch_schedule)
+    ks = parse_patch_schedule(patch_schedule, grid)
     ms = {n: build_machine(n, ds, conditional=bool(classes), padding=pad, patch_schedule=ks, schedule=net.schedule,
                            threshold=threshold, temperature=temperature, sensitivity=sensitivity,
                            distributed=group.world > 1 and not by_seeds, settings=options.get(n)) for n in names}
     meta = {"data": ds.describe(), "padding": pad}
     # Checked once, by rank 0 (the folder is its): every rank runs what it checked.
-    run = group.agree(prepare(net, ms, out, steps=steps, classes=classes, meta=meta) if group.main else None)
+    run = group.agree(prepare(net, ms, out, steps=steps, classes=classes, meta=meta,
+                                     sampler=run_sampler) if group.main else None)
     t0 = time.perf_counter()
     with progress() as prog:
         task = prog.add_task("comparing", total=len(seed_list))
@@ -139,5 +162,5 @@ def compare(
     if not group.main:
         return
     files = Comparison.paths(out) + comparison_plots(out, summary, ds.images)
-    console.print_json(json.dumps({k: v for k, v in summary.to_json().items() if k != "settings"}))
+    print_summary(summary)
     print(f"wrote {', '.join(str(f) for f in files)} ({time.perf_counter() - t0:.0f} s)")

@@ -17,10 +17,12 @@ from .common import (
     NUM_CLASSES,
     SEED,
     SAMPLING_DEFAULTS,
+    SAMPLER,
     STEPS,
     DataSelection,
     DType,
     MachineName,
+    SamplerName,
     MachineOptions,
     bank_sharded,
     data_options,
@@ -55,6 +57,7 @@ def sample(
     machine: MachineName = machine_option("els"),
     options: MachineOptions = None,
     steps: int = STEPS,
+    sampler: SamplerName = SAMPLER,
     num: int = typer.Option(10, "--num", "-n", help="Number of samples."),
     seed: int = SEED,
     seeds: Optional[str] = typer.Option(None, help="Explicit comma list of seeds (overrides --seed/--num)."),
@@ -71,7 +74,7 @@ def sample(
     show_novelty: bool = flag("--novelty", help="Print how new each sample is (nearest training image, sources, verdict)."),
     max_shift: int = typer.Option(2, help="With --novelty: also match training images shifted by up to this many pixels."),
 ):
-    """Generate images with a score machine through deterministic DDIM.
+    """Generate images with a score machine through deterministic DDIM (or EDM's Heun sampler).
 
     Defaults: boundary-broken ELS (zeros) with the paper's MNIST ResNet patch schedule, 20 steps,
     10 class-conditional samples (digits 0..9, seeds 0..9) on the bundled 5,000 MNIST digits,
@@ -104,7 +107,7 @@ def sample(
     if trace and not traceable:
         raise InputError(f"--trace: the {machine.value} machine cannot be traced (no candidate with the largest weight "
                          f"per pixel)")
-    common = dict(data=ds, seeds=seed_list, class_rule=cls, steps=steps, dtype=dtype.value, device=dev,
+    common = dict(data=ds, seeds=seed_list, class_rule=cls, steps=steps, sampler=sampler.value, dtype=dtype.value, device=dev,
                   trace=(trace or show_novelty) and traceable, memory_budget=budget)
     if model is not None:
         net = load_conditional_network(model, dev, num_classes=num_classes, noise_schedule=noise_schedule)

@@ -1,14 +1,14 @@
 """Calibrating the patch schedule k(t) against a trained network (docs/theory.md, "Patch
 schedules"; the paper's calibration).
 
-From each seed, the network's own deterministic DDIM trajectory is run (by :func:`ddim_sample`).
-At every step, on the network's x_t, each candidate size k gives the machine's score (all sizes
+From each seed, the network's own deterministic trajectory is run (DDIM, or EDM's Heun: a
+:class:`~elsmachine.sampling.Sampler`). At every step (Heun: at each step's first call), on the network's x_t, each candidate size k gives the machine's score (all sizes
 from one pass over the candidates where the machine's engine allows: ``denoise_sizes``)
 -(x_t - a x0_hat_k) / s^2, which is compared with the network's score: by cosine similarity
 (default) or by L2 distance. The best size per (step, seed) is kept, and the schedule takes,
 per step, the median over seeds (the lower median, so the size is one that was actually
-chosen). The schedule records its grid, so a sampler reading it uses size j at exactly the time
-it was calibrated for.
+chosen). The schedule records the sampler's times, so a sampler reading it uses size j at exactly
+the time it was calibrated for (Heun's second call of a step is at the next step's time).
 
 With a ``work_dir`` the seeds run one at a time and each finished seed is saved there (its file
 named by the settings), so an interrupted calibration rerun with the same settings picks up
@@ -35,7 +35,7 @@ from ..engines.distributed import Group
 from ..errors import InputError
 from ..files import atomic_write
 from ..patch_schedule import PatchSchedule
-from ..sampling import ddim_sample
+from ..sampling import Sampler
 from ..seeds import seed_noise
 from .metrics import cosine
 
@@ -44,7 +44,8 @@ __all__ = ["calibrate", "CRITERIA"]
 CRITERIA = ("cosine", "l2")
 
 
-def _similarities(network, machine, noise, labels, sizes, steps, criterion, on_step) -> tuple[torch.Tensor, torch.Tensor]:
+def _similarities(network, machine, noise, labels, sizes, steps, criterion, on_step,
+                  sampler: Sampler) -> tuple[torch.Tensor, torch.Tensor]:
     """best [steps, B] and similarity [steps, sizes, B] along the network's trajectories from ``noise``."""
     sched = network.schedule
     B = noise.shape[0]
@@ -69,7 +70,7 @@ def _similarities(network, machine, noise, labels, sizes, steps, criterion, on_s
         if on_step is not None:
             on_step({"i": i, "t": t, "best": best[i].tolist()})
 
-    ddim_sample(network, noise, steps=steps, labels=labels, callback=at_step)  # the network's own trajectory
+    sampler.run(network, noise, steps, labels=labels, callback=at_step)  # the network's own trajectory
     return best, sim
 
 
@@ -91,6 +92,7 @@ def calibrate(
     dtype=torch.float32,
     device="cpu",
     meta: dict | None = None,
+    sampler: Sampler | str = "ddim",
     on_step: Callable[[dict], None] | None = None,
     work_dir=None,
     group: Group | None = None,
@@ -98,7 +100,8 @@ def calibrate(
     """Return (patch schedule, best [steps, seeds] chosen sizes, similarity [steps, sizes, seeds]).
 
     ``network`` and ``machine`` both follow the denoiser contract; the machine also takes
-    ``patch_size=``. Similarity is cosine (higher is better) or minus the L2 distance.
+    ``patch_size=``. ``sampler``: the sampler whose trajectory is followed (a
+    :class:`~elsmachine.sampling.Sampler` or its name). Similarity is cosine (higher is better) or minus the L2 distance.
     ``labels`` [seeds]: the class of each seed for class-conditional denoisers. ``work_dir``:
     where finished seeds are kept until the calibration completes (see the module docstring).
     ``group``: processes calibrating the same seeds together (a machine with a sharded bank):
@@ -107,6 +110,7 @@ def calibrate(
     from .compare import describe
 
     group = group or Group()
+    sampler = Sampler(sampler) if isinstance(sampler, str) else sampler
     if criterion not in CRITERIA:
         raise InputError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
     if not takes_patch_size(machine):
@@ -120,9 +124,10 @@ def calibrate(
     seeds = list(seeds)
     noise = seed_noise(seeds, machine.image_shape, dtype=dtype, device=device)
     if work_dir is None:
-        best, sim = _similarities(network, machine, noise, labels, sizes, steps, criterion, on_step)
+        best, sim = _similarities(network, machine, noise, labels, sizes, steps, criterion, on_step, sampler)
     else:
-        key = hashlib.sha256(json.dumps([describe(network), describe(machine), sizes, steps, criterion, str(dtype)],
+        key = hashlib.sha256(json.dumps([describe(network), describe(machine), sizes, steps, criterion, str(dtype),
+                                         *([] if sampler.name == "ddim" else [sampler.to_dict()])],
                                         sort_keys=True, default=str).encode()).hexdigest()[:12]
         work = Path(work_dir)
         per_seed = []
@@ -137,7 +142,8 @@ def calibrate(
                     for i in range(steps):
                         on_step({"i": i, "seed": seed, "resumed": True})
                 continue
-            bs, sm = _similarities(network, machine, noise[b : b + 1], lab, sizes, steps, criterion, on_step)
+            bs, sm = _similarities(network, machine, noise[b : b + 1], lab, sizes, steps, criterion, on_step,
+                                   sampler)
             buf = io.BytesIO()
             np.savez(buf, best=bs.numpy(), sim=sm.numpy())
             if group.main:
@@ -146,7 +152,7 @@ def calibrate(
         best = torch.cat([bs for bs, _ in per_seed], dim=1)
         sim = torch.cat([sm for _, sm in per_seed], dim=2)
     chosen = [int(statistics.median_low(best[i].tolist())) for i in range(steps)]
-    ts = tuple(float(t) for t in network.schedule.grid(steps)[:-1])
+    ts = tuple(float(t) for t in sampler.grid(network.schedule, steps)[:-1])
     at_edge = [t for t, k in zip(ts, chosen) if k == max(sizes)]
     if at_edge and len(sizes) > 1:
         warnings.warn(f"calibration chose the largest size tried ({max(sizes)}) at t = "
@@ -154,7 +160,7 @@ def calibrate(
                       f"try larger sizes", stacklevel=2)
     info = {"criterion": criterion, "sizes_tried": sizes, "seeds": seeds, "steps": steps,
             "per_seed": best.tolist(), "criterion_by_size": sim.median(dim=2).values.tolist(),
-            "schedule": network.schedule.to_dict(), **(meta or {})}
+            "schedule": network.schedule.to_dict(), "sampler": sampler.to_dict(), **(meta or {})}
     return PatchSchedule(ts=ts, sizes=tuple(chosen), meta=info), best, sim
 
 

@@ -1,15 +1,15 @@
 """How well each machine predicts a trained network, seed by seed (docs/theory.md, "Metrics";
 the paper's case-by-case comparison).
 
-For every seed the network and each machine run deterministic DDIM from the same noise on the
-same grid, and the machine's final image is compared with the network's by r, r^2, R^2 and MSE
+For every seed the network and each machine run the same deterministic sampler (DDIM, or EDM's
+Heun) from the same noise on the same grid, and the machine's final image is compared with the network's by r, r^2, R^2 and MSE
 (:mod:`.metrics`). A conditional run gives seed s the class ``class_of_seed(s, classes)``.
 
 Results are written as they come and a rerun resumes. Every finished seed is one
 :class:`~elsmachine.results.SeedRecord` under ``seeds/``, written atomically, holding the
 network's image and each machine's image with a key of the settings that made it;
 ``settings.json`` (:class:`~elsmachine.results.ComparisonSettings`) holds the settings every seed
-shares (the network, steps, dtype, classes, data) and each machine's. :func:`prepare` checks a
+shares (the network, sampler, steps, dtype, classes, data) and each machine's. :func:`prepare` checks a
 folder once, before any work: a rerun with other shared settings is refused with a message naming
 the difference; a machine whose own settings changed, or that is new, is (re)computed for every
 seed. The CSV and the summary (:class:`~elsmachine.results.Comparison`) are rebuilt from the seed
@@ -31,9 +31,9 @@ from ..contract import denoiser_name
 from ..engines.distributed import Group
 from ..errors import InputError
 from ..results import Comparison, ComparisonSettings, MachineImage, MachineSummary, SeedMetrics, SeedRecord, seed_path
-from ..sampling import ddim_sample
+from ..sampling import Sampler
 from ..seeds import class_of_seed, seed_noise
-from .metrics import METRICS, image_metrics, nearest
+from .metrics import AS_REPORTED, METRICS, image_metrics, nearest
 
 __all__ = ["ComparisonRun", "prepare", "compare", "run_comparison", "summarize", "describe"]
 
@@ -65,7 +65,7 @@ def _plain(obj):
 @dataclass(frozen=True)
 class ComparisonRun:
     """A comparison checked against its folder by :func:`prepare`, ready to run: the folder
-    ``out``, the DDIM ``steps``, the ``classes`` a conditional run cycles through (None:
+    ``out``, the ``sampler`` and its ``steps``, the ``classes`` a conditional run cycles through (None:
     unconditional), the ``dtype`` of the noise, the machines' ``names`` and ``settings``, what
     settings.json is to hold (the saved machines' settings with this run's on top). Plain values
     only, so that one process can check and hand it to the others."""
@@ -76,14 +76,16 @@ class ComparisonRun:
     dtype: torch.dtype
     names: tuple[str, ...]
     settings: ComparisonSettings
+    sampler: Sampler = Sampler()
 
 
 def prepare(network, machines: dict, out_dir, *, steps: int, classes: Sequence[int] | None = None,
-            dtype=torch.float32, meta: dict | None = None) -> ComparisonRun:
+            dtype=torch.float32, meta: dict | None = None, sampler: Sampler | str = "ddim") -> ComparisonRun:
     """Refuse, before any work, a comparison that cannot run or resume in ``out_dir``: no machine,
     a machine on another noise schedule than the network, or a folder holding results made with
     other shared settings. ``meta`` (data selection, model path, ...) is part of the shared
     settings. Reads the folder, writes nothing."""
+    sampler = Sampler(sampler) if isinstance(sampler, str) else sampler
     if not machines:
         raise InputError("give at least one machine to compare")
     for name, m in machines.items():
@@ -91,10 +93,13 @@ def prepare(network, machines: dict, out_dir, *, steps: int, classes: Sequence[i
             raise InputError(f"machine {name!r} uses the noise schedule {m.schedule}, the network "
                              f"{getattr(network, 'schedule', None)}: they must agree to be compared")
     out = Path(out_dir)
-    common = _plain({"network": describe(network), "steps": steps, "dtype": str(dtype).replace("torch.", ""),
+    common = _plain({"network": describe(network), "sampler": sampler.to_dict(), "steps": steps,
+                     "dtype": str(dtype).replace("torch.", ""),
                      "classes": None if classes is None else [int(c) for c in classes], **(meta or {})})
     own = {name: _plain(describe(m)) for name, m in machines.items()}
     saved = ComparisonSettings.load(out, missing_ok=True)
+    if saved is not None and "sampler" not in saved.common:  # made before results named their sampler: DDIM's
+        saved = ComparisonSettings({"sampler": Sampler().to_dict(), **saved.common}, saved.machines)
     if saved is None and (out / "seeds").is_dir() and any((out / "seeds").glob("*.npz")):
         raise InputError(f"{out} holds seed results without a settings.json; compare into a new folder")
     if saved is not None and saved.common != common:
@@ -102,7 +107,7 @@ def prepare(network, machines: dict, out_dir, *, steps: int, classes: Sequence[i
         raise InputError(f"{out} holds a comparison made with other settings ({diff}); "
                          f"use another --out folder, or the same settings to resume")
     settings = ComparisonSettings(common, {**(saved.machines if saved else {}), **own})
-    return ComparisonRun(out=out, steps=steps, classes=None if classes is None else tuple(int(c) for c in classes),
+    return ComparisonRun(out=out, steps=steps, sampler=sampler, classes=None if classes is None else tuple(int(c) for c in classes),
                          dtype=dtype, names=tuple(machines), settings=settings)
 
 
@@ -118,6 +123,7 @@ def compare(
     dtype=torch.float32,
     device="cpu",
     meta: dict | None = None,
+    sampler: Sampler | str = "ddim",
     on_seed: Callable[[dict], None] | None = None,
     group: Group | None = None,
     summary: bool = True,
@@ -125,7 +131,7 @@ def compare(
     """Compare ``machines`` ({name: machine}, each with its own patch schedule) with ``network``
     over ``seeds`` in the folder ``out_dir``: :func:`prepare`, then :func:`run_comparison` (whose
     arguments these are). Returns the summary."""
-    run = prepare(network, machines, out_dir, steps=steps, classes=classes, dtype=dtype, meta=meta)
+    run = prepare(network, machines, out_dir, steps=steps, classes=classes, dtype=dtype, meta=meta, sampler=sampler)
     return run_comparison(run, network, machines, train_images, seeds, device=device, on_seed=on_seed, group=group,
                           summary=summary)
 
@@ -168,12 +174,12 @@ def run_comparison(
         noise = seed_noise([seed], shape, dtype=run.dtype, device=device)
         lab = None if classes is None else torch.tensor([class_of_seed(seed, classes)], device=device)
         if rec is None:
-            net_img = ddim_sample(network, noise, steps=run.steps, labels=lab)
+            net_img = run.sampler.run(network, noise, run.steps, labels=lab)
             ni, nd = nearest(net_img, train_images)
             rec = SeedRecord(seed=int(seed), label=-1 if lab is None else int(lab), network=_numpy(net_img),
                              nearest_index=int(ni[0]), nearest_distance=float(nd[0]))
         for name in todo:
-            img = ddim_sample(machines[name], noise, steps=run.steps, labels=lab)
+            img = run.sampler.run(machines[name], noise, run.steps, labels=lab)
             rec.machines[name] = MachineImage(_numpy(img), keys[name])
         if group.main:
             # Once per run, and before the first seed file, so that a seed on disk always has its
@@ -236,6 +242,7 @@ def summarize(out_dir, names: Sequence[str], *, seeds=None, settings: Comparison
                                       beats={other: float(np.mean(r[n] > r[other]))
                                              for other in ("ideal", "els") if other in r and other != n})
     result = Comparison(metrics=dict(METRICS), machines=summaries, settings=settings, rows=tuple(rows),
+                        as_reported=dict(AS_REPORTED),
                         els_beats_is=float(np.mean(r["els"] > r["ideal"])) if "els" in r and "ideal" in r else None)
     result.save(out)
     return result

@@ -16,13 +16,21 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["pearson", "r2_score", "mse", "cosine", "nearest", "METRICS", "image_metrics"]
+__all__ = ["pearson", "r2_score", "mse", "cosine", "nearest", "METRICS", "AS_REPORTED", "image_metrics"]
 
 METRICS = {
     "r": "Pearson correlation of the final images (per image, over all pixels and channels)",
     "r2": "r squared",
     "R2": "coefficient of determination 1 - SSE / SST, the network's image as reference",
     "mse": "mean squared difference per pixel and channel",
+}
+
+# Which summary statistics each paper's tables report, under the name they give them, so that a row
+# of a comparison can be set beside a row of theirs.
+AS_REPORTED = {
+    "Kamb and Ganguli (ICML 2025)": "median_r: the median over seeds of Pearson's r, which their tables call r^2",
+    "GoldDiff (Shang et al., ICML 2026) and the Analytic Diffusion Studio": "mean_R2 and mean_mse: the mean over "
+    "seeds of R^2 = 1 - SSE / SST (SST = Var(y) D, y the network's image) and of the MSE",
 }
 
 

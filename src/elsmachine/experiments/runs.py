@@ -1,5 +1,5 @@
-"""One seeded sampling run: a machine (or a network) through deterministic DDIM from each seed's own
-noise (docs/theory.md, "Sampling" and "Seeds and classes"), optionally traced, with the one
+"""One seeded sampling run: a machine (or a network) through a deterministic sampler (DDIM or EDM's
+Heun) from each seed's own noise (docs/theory.md, "Sampling" and "Seeds and classes"), optionally traced, with the one
 metadata record every command writes beside its samples.
 
 ``els sample``, ``els mosaic``, ``els novelty`` and ``els explore`` all sample through
@@ -22,7 +22,7 @@ from ..machines import DEFAULT_MEMORY_BUDGET, MACHINES, Traced, make_machine
 from ..machines.tracing import SampleTrace
 from ..noise import CosineSchedule
 from ..patch_schedule import PatchSchedule
-from ..sampling import ddim_sample
+from ..sampling import Sampler
 from ..seeds import labels_for_seeds, seed_noise
 from .compare import describe
 
@@ -41,7 +41,8 @@ class SampleSpec:
         form :meth:`~elsmachine.PatchSchedule.parse` reads, a one-per-step list on this run's
         grid). Or instead ``denoiser``: anything that follows the denoiser contract (a network).
     class_rule: "cycle" (seed s draws class s mod #classes), "none" (unconditional) or a label.
-    steps: DDIM steps on the schedule's own grid.
+    steps: sampler steps (DDIM: on the schedule's own grid).
+    sampler: a :class:`~elsmachine.sampling.Sampler`, or its name ("ddim", "heun").
     schedule: the machine's noise schedule (None: the paper's cosine); a denoiser brings its own.
     dtype: torch.float32 or torch.float64 (or their names): the denoiser's arithmetic.
     device: where the noise, and so the computation, lives (already resolved: no "auto").
@@ -57,6 +58,7 @@ class SampleSpec:
     denoiser: Any = None
     class_rule: str | int = "cycle"
     steps: int = 20
+    sampler: Sampler | str = Sampler()
     schedule: Any = None
     dtype: torch.dtype = torch.float32
     device: torch.device = torch.device("cpu")
@@ -89,6 +91,10 @@ class SampleSpec:
         elif self.trace:
             raise InputError("trace needs a machine: a network has no candidates to trace")
         set_("options", dict(self.options))
+        if isinstance(self.sampler, str):
+            set_("sampler", Sampler(self.sampler))
+        elif not isinstance(self.sampler, Sampler):
+            raise InputError(f"sampler must be a Sampler or a name, got {type(self.sampler).__name__}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, numbers.Integral) or self.steps < 1:
             raise InputError(f"steps must be a positive integer, got {self.steps!r}")
         dtype = _DTYPES.get(self.dtype, self.dtype) if isinstance(self.dtype, str) else self.dtype
@@ -158,9 +164,10 @@ def _build(spec: SampleSpec, grid: torch.Tensor):
 
 def run_samples(spec: SampleSpec, *, on_step: Callable[[dict], None] | None = None,
                 on_candidates: Callable[[int, int], None] | None = None) -> SampleRun:
-    """Sample ``spec``: one image per seed through deterministic DDIM.
+    """Sample ``spec``: one image per seed through its deterministic sampler.
 
-    on_step: called after each DDIM step with the sampler's callback info (see ``ddim_sample``).
+    on_step: called after each step with the sampler's callback info (see ``ddim_sample``,
+        ``heun_sample``).
     on_candidates: called as (training images done, in all) while a machine streams its bank in
         one call (for progress on large banks).
     """
@@ -168,7 +175,7 @@ def run_samples(spec: SampleSpec, *, on_step: Callable[[dict], None] | None = No
     schedule = spec.schedule
     if spec.denoiser is not None:
         schedule = getattr(spec.denoiser, "schedule", None)
-    grid = (schedule or CosineSchedule()).grid(spec.steps)
+    grid = spec.sampler.grid(schedule or CosineSchedule(), spec.steps)
     if spec.machine is not None:
         den = _build(spec, grid)
         if on_candidates is not None:
@@ -178,9 +185,9 @@ def run_samples(spec: SampleSpec, *, on_step: Callable[[dict], None] | None = No
     runner = Traced(den) if spec.trace else den
     noise = seed_noise(spec.seeds, tuple(spec.data.images.shape[1:]), dtype=spec.dtype, device=spec.device)
     lab = None if labels is None else torch.tensor(labels, device=spec.device)
-    sizes = den.sizes_on(grid) if getattr(den, "has_patch_size", False) and hasattr(den, "sizes_on") else None
+    sizes = spec.sampler.patch_sizes(den, schedule or CosineSchedule(), spec.steps)
     t0 = time.perf_counter()
-    images = ddim_sample(runner, noise, steps=spec.steps, labels=lab, callback=on_step)
+    images = spec.sampler.run(runner, noise, spec.steps, labels=lab, callback=on_step)
     seconds = time.perf_counter() - t0
     trace = runner.sample_trace() if spec.trace else None
     opts = spec.options
@@ -191,6 +198,7 @@ def run_samples(spec: SampleSpec, *, on_step: Callable[[dict], None] | None = No
         "patch_schedule": _recorded(opts.get("patch_size")) if sizes is not None and spec.machine is not None else None,
         "patch_sizes_used": sizes,
         "steps": spec.steps,
+        "sampler": spec.sampler.to_dict(),
         "data": spec.data.describe(),
         "dtype": str(spec.dtype).removeprefix("torch."),
         "device": str(spec.device),

@@ -8,8 +8,11 @@ of which candidates a pixel sees.
 - :mod:`.candidates`: which candidate patches an output pixel sees (LS, ELS both paddings);
   :mod:`.forms`: the engine forms over those candidates (attention, displacement, Triton).
 - The machines: :mod:`.ideal` (IS), :mod:`.local` (LS, ELS), and the peers' :mod:`.nearest`,
-  :mod:`.gaussian` (Wiener, stationary), :mod:`.locality`, :mod:`.composite` (PSPC square and
-  flex; the last two share :mod:`.masked`).
+  :mod:`.gaussian` (Wiener, stationary), :mod:`.locality`, :mod:`.golddiff`, :mod:`.smoothed`,
+  :mod:`.composite` (PSPC square and flex; locality and composites share :mod:`.masked`).
+- The candidates beyond ELS: :mod:`.tempered`, :mod:`.els_tempered`, :mod:`.els_soft`,
+  :mod:`.els_border`, and those that follow ELS with a step (:mod:`.followed`):
+  :mod:`.wiener_els`, :mod:`.els_attention`.
 - :mod:`.tracing`: a machine wrapped to record where every pixel comes from.
 - :mod:`.registry`: every declared machine by name, found by importing this package's modules.
 """
@@ -18,15 +21,17 @@ from .base import BACKENDS, DEFAULT_MEMORY_BUDGET, CandidateMachine, ScoreMachin
 from .composite import FlexCompositeMachine, PatchCompositeMachine
 from .declaration import COMPOSITE, LINEAR, SOFTMAX, Declaration, Option
 from .gaussian import StationaryMachine, WienerMachine
+from .golddiff import GoldDiffMachine
 from .ideal import IdealMachine
 from .local import ELSMachine, LocalMachine, PatchMachine
 from .locality import LocalityMachine
 from .nearest import NearestMachine
+from .smoothed import SmoothedMachine
 from .registry import MACHINES, declaration_of, declarations, make_machine, options_of
 from .tracing import SampleTrace, Traced
 
 __all__ = ["BACKENDS", "DEFAULT_MEMORY_BUDGET", "ScoreMachine", "CandidateMachine", "Trace", "Declaration", "Option",
            "SOFTMAX", "LINEAR", "COMPOSITE", "IdealMachine", "ELSMachine", "LocalMachine", "PatchMachine",
            "NearestMachine", "WienerMachine", "StationaryMachine", "LocalityMachine", "PatchCompositeMachine",
-           "FlexCompositeMachine", "MACHINES", "make_machine", "options_of", "declaration_of", "declarations",
+           "FlexCompositeMachine", "GoldDiffMachine", "SmoothedMachine", "MACHINES", "make_machine", "options_of", "declaration_of", "declarations",
            "SampleTrace", "Traced"]

@@ -2,7 +2,8 @@
 patterns taken from the data's statistics (docs/theory.md, "The peers' machines").
 
 At time t, P = U diag(a^2 l / (a^2 l + s^2)) U^T is the Wiener projection of the training
-covariance [D, D]. M[u, m] = P[u, m] / P[u, u] (a row whose abs(P[u, u]) < 1e-6 is divided by 1),
+covariance [D, D], taken unbiased (1/(N - 1)) as the authors' code takes it (the Wiener machine's
+own covariance is 1/N). M[u, m] = P[u, m] / P[u, u] (a row whose abs(P[u, u]) < 1e-6 is divided by 1),
 and the binary mask keeps mask[u, m] = 1 where abs(M[u, m]) >= threshold * max abs(M). Output
 entry m weighs whole training images by
 
@@ -82,6 +83,8 @@ class LocalityMachine(CandidateMachine):
             self._masks.move_to_end(key)
             return hit
         _, lam, U = self._wiener.statistics(cls)
+        n = float(self._wiener._sum(torch.tensor(float(len(self._index(cls))), dtype=torch.float64)))
+        lam = lam * (n / (n - 1.0)) if n > 1 else lam  # the unbiased covariance, 1/(N - 1)
         a, s = self.schedule.alpha(float(t)), self.schedule.sigma(float(t))
         P = (U * (a * a * lam / (a * a * lam + s * s))) @ U.T
         diag = P.diagonal().clone()
@@ -92,6 +95,10 @@ class LocalityMachine(CandidateMachine):
             self._masks.popitem(last=False)
         self._masks[key] = mask
         return mask
+
+    def describe(self) -> dict:
+        # the masks' covariance is part of the definition (results made with 1/N are not these)
+        return {**super().describe(), "mask_covariance": "1/(N-1)"}
 
     def _choose_engine(self, x):
         return _MaskedEntries(self.memory_budget)

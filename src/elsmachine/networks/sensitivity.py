@@ -27,13 +27,19 @@ __all__ = ["Sensitivity", "measure_sensitivity"]
 
 def measure_sensitivity(network, images: torch.Tensor, labels=None, *, steps: int = 20, inputs: int = 4,
                         share=0.9, seed: int = 0, rows: int = 128, meta: dict | None = None,
-                        on_step: Callable[[dict], None] | None = None) -> Sensitivity:
+                        on_step: Callable[[dict], None] | None = None, grid=None) -> Sensitivity:
     """Measure ``network``'s sensitivity on its schedule's grid of ``steps`` steps (see the module
     docstring), averaging ``inputs`` noisy training images per step; ``rows`` Jacobian rows per
-    backward batch; ``share`` one number or one per step."""
+    backward batch; ``share`` one number or one per step. ``grid``: the times instead (float64
+    [steps + 1], descending, ending at 0: a sampler's, e.g. ``Sampler("heun").grid(schedule, steps)``)."""
     if isinstance(inputs, bool) or not isinstance(inputs, int) or inputs < 1:
         raise InputError(f"inputs must be a positive integer, got {inputs!r}")
-    grid = network.schedule.grid(steps)
+    if grid is None:
+        grid = network.schedule.grid(steps)
+    else:
+        grid = torch.as_tensor(grid, dtype=torch.float64)
+        if grid.dim() != 1 or grid.numel() != steps + 1:
+            raise InputError(f"grid must hold steps + 1 = {steps + 1} times, got {tuple(grid.shape)}")
     shares = [float(share)] * steps if isinstance(share, (int, float)) else [float(r) for r in share]
     if len(shares) != steps:
         raise InputError(f"give one share or one per step ({steps}), got {len(shares)}")
