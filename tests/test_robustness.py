@@ -189,7 +189,7 @@ EMPTY = "EMPTY_DIR"
 
 @pytest.mark.parametrize("args,code,phrase", [
     (["sample", "-o", "/etc/passwd/x.png"], 2, "/etc/passwd is not a folder"),
-    (["sample", "-o", "OUT/x.npz"], 2, "cannot write an image as 'x.npz'"),
+    (["sample", "-o", "OUT/x.pdf"], 2, "cannot write an image as 'x.pdf'"),
     (["sample", "--dataset", EMPTY], 2, "no images"),
     (["sample", "--num", "0"], 2, "--num must be >= 1"),
     (["sample", "--steps", "0", "-k", "3"], 2, "steps must be a positive integer"),

@@ -82,7 +82,8 @@ def padding(p) -> str:
 
 
 def query(x, shape: tuple[int, int, int]) -> torch.Tensor:
-    """x as [B, C, H, W] matching the training images' (C, H, W), finite."""
+    """x as [B, C, H, W] matching the training images' (C, H, W), finite, and small enough that
+    its squared distance to any training patch is finite in x's dtype."""
     if not isinstance(x, torch.Tensor):
         raise InputError(f"x must be a torch tensor, got {type(x).__name__}")
     if x.dim() != 4:
@@ -95,8 +96,26 @@ def query(x, shape: tuple[int, int, int]) -> torch.Tensor:
         raise InputError(f"x must be floating point, got dtype {x.dtype}")
     if x.shape[0] < 1:
         raise InputError("x is an empty batch")
-    if not bool(torch.isfinite(x).all()):
-        raise InputError("x contains NaN or inf")
+    # The machines compare x with training patches in x's dtype. Over any window, the distance
+    # |P(x) - a P(Y_n)| is at most |x| + sqrt(C H W) (triangle inequality; a <= 1 and training
+    # pixels lie in [-1, 1]), so |x| <= sqrt(finfo.max) - sqrt(C H W) keeps every squared distance
+    # below finfo(x.dtype).max; above it a distance can be inf and the softmax weights NaN. One
+    # reduction, taken in float64 so the check cannot overflow itself, also finds NaN and inf
+    # (they make the norm NaN or inf, which fails the comparison).
+    norm = torch.linalg.vector_norm(x.detach(), dim=(1, 2, 3), dtype=torch.float64)  # [B]
+    limit = math.sqrt(torch.finfo(x.dtype).max) - math.sqrt(math.prod(shape))
+    over = ~(norm <= limit)
+    if bool(over.any()):
+        finite = torch.isfinite(x.detach()).flatten(1).all(dim=1)
+        if not bool(finite.all()):
+            raise InputError(f"x contains NaN or inf (image {int(torch.nonzero(~finite)[0, 0])})")
+        b = int(torch.nonzero(over)[0, 0])
+        # Scaled by its largest value first: the norm of a float64 image near finfo.max is itself inf.
+        xb = x[b].detach().to(torch.float64)
+        peak = xb.abs().max()
+        size = float(peak * torch.linalg.vector_norm(xb / peak))
+        raise InputError(f"x is too large for {x.dtype}: image {b} has norm {size:.3g}, so its squared "
+                         f"distance to a training patch could overflow (its norm must stay below {limit:.3g})")
     return x
 
 

@@ -173,14 +173,35 @@ def as_patch_schedule(spec, what: str = "patch_size", schedule=None) -> int | Pa
     has one size per step of the DDIM grid of that many steps (highest t first), on the noise
     ``schedule`` (by default the paper's cosine).
     """
-    if spec is None or isinstance(spec, PatchSchedule):
+    if spec is None:
         return spec
+    if isinstance(spec, PatchSchedule):
+        return _on_schedule(spec, schedule, what)
     _names_only(spec, what)
     sizes = spelled_sizes(spec, what)
     if isinstance(sizes, list) and sizes:  # the grid of as many steps as the list has sizes
         grid = ddim_grid(len(sizes)) if schedule is None else schedule.grid(len(sizes))
         return PatchSchedule.parse(sizes, grid, what=what)
-    return PatchSchedule.parse(spec, None, what=what)
+    return _on_schedule(PatchSchedule.parse(spec, None, what=what), schedule, what)
+
+
+def _on_schedule(ps, schedule, what: str):
+    """A patch schedule calibrated on another noise schedule than the machine's is refused: its
+    times mean other noise levels there (a calibration records its schedule in ``meta``)."""
+    recorded = ps.meta.get("schedule") if isinstance(ps, PatchSchedule) else None
+    if schedule is None or not isinstance(recorded, dict):
+        return ps
+    from .noise import schedule_from_dict
+
+    try:
+        theirs = schedule_from_dict(recorded)
+    except InputError:
+        raise InputError(f"{what}: the noise schedule it records cannot be read") from None
+    if theirs != schedule:
+        brief = lambda sch: (lambda r: r if len(r) <= 60 else r[:57] + "...")(repr(sch))  # noqa: E731
+        raise InputError(f"{what} was calibrated on the noise schedule {brief(theirs)}, the machine runs on "
+                         f"{brief(schedule)}: its times mean other noise levels; calibrate on the same schedule")
+    return ps
 
 
 def resolve_patch_sizes(spec, grid: torch.Tensor) -> list[int] | None:

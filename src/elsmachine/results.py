@@ -7,7 +7,7 @@ A comparison folder holds:
 - ``settings.json``: :class:`ComparisonSettings`, the settings every seed shares (``common``) and
   each machine's own (``machines``);
 - ``seeds/NNNNNN.npz``: one :class:`SeedRecord` per finished seed, the network's final image and
-  each machine's with the key of the settings that made it;
+  each machine's with the key of the settings that made it, and the key of the shared settings;
 - ``results.csv`` and ``summary.json``: one :class:`Comparison`, the metrics per seed
   (:class:`SeedMetrics`, one CSV row each) and per machine over the seeds (:class:`MachineSummary`).
 
@@ -68,11 +68,14 @@ class MachineImage:
 @dataclass(eq=False)
 class SeedRecord:
     """One finished seed: its ``label`` (-1 when unconditional), the network's final image
-    ``network`` float32 [C, H, W], the training image nearest to it (index, L2 distance) and, per
-    machine name, that machine's :class:`MachineImage`.
+    ``network`` float32 [C, H, W], the training image nearest to it (index, L2 distance), per
+    machine name that machine's :class:`MachineImage`, and ``common_key``, the key of the shared
+    settings that made the record (:meth:`ComparisonSettings.common_key`; None in records written
+    before records carried it).
 
     On disk (:meth:`save`) one .npz with the arrays ``seed``, ``label``, ``network``,
-    ``nearest_index``, ``nearest_distance`` and per machine ``img_<name>`` and ``key_<name>``."""
+    ``nearest_index``, ``nearest_distance``, ``common_key`` (where known) and per machine
+    ``img_<name>`` and ``key_<name>``."""
 
     seed: int
     label: int
@@ -80,6 +83,7 @@ class SeedRecord:
     nearest_index: int
     nearest_distance: float
     machines: dict[str, MachineImage] = field(default_factory=dict)
+    common_key: str | None = None
 
     def made_with(self, name: str, key: str) -> bool:
         """Whether this record holds machine ``name``'s image made with the settings of ``key``."""
@@ -89,8 +93,8 @@ class SeedRecord:
     def __eq__(self, other) -> bool:
         if not isinstance(other, SeedRecord):
             return NotImplemented
-        return ((self.seed, self.label, self.nearest_index, self.nearest_distance)
-                == (other.seed, other.label, other.nearest_index, other.nearest_distance)
+        return ((self.seed, self.label, self.nearest_index, self.nearest_distance, self.common_key)
+                == (other.seed, other.label, other.nearest_index, other.nearest_distance, other.common_key)
                 and _same_array(self.network, other.network) and self.machines == other.machines)
 
     def save(self, path) -> Path:
@@ -98,6 +102,8 @@ class SeedRecord:
         arrays = {"seed": np.int64(self.seed), "label": np.int64(self.label),
                   "network": np.asarray(self.network, dtype=np.float32),
                   "nearest_index": np.int64(self.nearest_index), "nearest_distance": np.float64(self.nearest_distance)}
+        if self.common_key is not None:  # a record of before, saved again, keeps the layout of before
+            arrays["common_key"] = np.array(self.common_key)
         for name, m in self.machines.items():
             arrays[f"img_{name}"] = np.asarray(m.image, dtype=np.float32)
             arrays[f"key_{name}"] = np.array(m.key)
@@ -119,16 +125,55 @@ class SeedRecord:
         missing = [k for k in ("seed", "label", "network", "nearest_index", "nearest_distance") if k not in arrays]
         if missing:
             raise InputError(f"seed record {path} has no array {missing[0]!r}")
+        numbers = {}
+        for k, kind in (("seed", int), ("label", int), ("nearest_index", int), ("nearest_distance", float)):
+            a = arrays[k]
+            if a.shape != () or a.dtype.kind not in ("iu" if kind is int else "iuf"):
+                raise InputError(f"seed record {path} holds {k} as {a.dtype} {list(a.shape)}, not one number")
+            numbers[k] = kind(a)
         machines = {}
         for k in arrays:  # in the order written, so that a record saved again reads back the same
             if k.startswith("img_"):
                 name = k[len("img_"):]
                 if f"key_{name}" not in arrays:
                     raise InputError(f"seed record {path} holds the image of {name!r} without its settings key")
-                machines[name] = MachineImage(arrays[k], str(arrays[f"key_{name}"]))
-        return cls(seed=int(arrays["seed"]), label=int(arrays["label"]), network=arrays["network"],
-                   nearest_index=int(arrays["nearest_index"]), nearest_distance=float(arrays["nearest_distance"]),
-                   machines=machines)
+                machines[name] = MachineImage(_image(arrays[k], path, f"the image of {name!r}"),
+                                              str(arrays[f"key_{name}"]))
+        return cls(network=_image(arrays["network"], path, "the network's image"), machines=machines,
+                   common_key=str(arrays["common_key"]) if "common_key" in arrays else None, **numbers)
+
+    def check(self, path, *, common_key: str, shape: Sequence[int] | None = None) -> "SeedRecord":
+        """Refuse, with an InputError naming ``path``, a record that does not belong in the
+        comparison folder it was read from (whose shared settings have the key ``common_key``,
+        :meth:`ComparisonSettings.common_key`): one made with other shared settings (a file of
+        another comparison), one under another seed's file name, one whose images differ in shape
+        from each other or from ``shape`` [C, H, W], or that hold NaN or inf. A record written
+        before records carried their common key is accepted on its images alone. Returns the
+        record."""
+        path = Path(path)
+        again = f"remove it to compute seed {self.seed} again"
+        if self.common_key is not None and self.common_key != common_key:
+            raise InputError(f"seed record {path} was made with other shared settings than its folder's "
+                             f"(a file of another comparison?); {again}")
+        if path.name != seed_path("", self.seed).name:
+            own = seed_path("", self.seed).name
+            raise InputError(f"seed record {path} holds seed {self.seed}, whose file is {own}")
+        want = tuple(self.network.shape) if shape is None else tuple(shape)
+        for what, img in [("the network's image", self.network)] + [(f"the image of {n!r}", m.image)
+                                                                   for n, m in self.machines.items()]:
+            if tuple(img.shape) != want:
+                raise InputError(f"seed record {path} holds {what} of shape {list(img.shape)}, not {list(want)}; "
+                                 f"{again}")
+            if not np.isfinite(img).all():
+                raise InputError(f"seed record {path} holds NaN or inf in {what}; {again}")
+        return self
+
+
+def _image(a: np.ndarray, path, what: str) -> np.ndarray:
+    """``a`` if it is an image [C, H, W] of floats, else an InputError naming the record."""
+    if a.ndim != 3 or a.dtype.kind != "f":
+        raise InputError(f"seed record {path} holds {what} as {a.dtype} {list(a.shape)}, not float [C, H, W]")
+    return a
 
 
 def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
@@ -149,6 +194,10 @@ class ComparisonSettings:
         """The settings key machine ``name``'s images carry."""
         return settings_key(self.machines[name])
 
+    def common_key(self) -> str:
+        """The key of the shared settings, which every seed record of the folder carries."""
+        return settings_key(self.common)
+
     def run_key(self, names: Sequence[str]) -> str:
         """The key every row of results.csv carries: the shared settings and those of ``names``."""
         return settings_key(self.common) + settings_key([self.machines[n] for n in names])
@@ -162,7 +211,14 @@ class ComparisonSettings:
 
     @classmethod
     def from_json(cls, obj: dict) -> "ComparisonSettings":
-        return cls(dict(obj.get("common", {})), dict(obj.get("machines", {})))
+        """The settings ``obj`` holds; anything but {"common": {...}, "machines": {name: {...}}} is an
+        InputError."""
+        if (not isinstance(obj, dict) or not isinstance(obj.get("common"), dict)
+                or not isinstance(obj.get("machines"), dict)
+                or not all(isinstance(v, dict) for v in obj["machines"].values())):
+            raise InputError('settings must be {"common": {...}, "machines": {"<machine>": {...}}}, got '
+                             + _abridged(obj))
+        return cls(dict(obj["common"]), dict(obj["machines"]))
 
     def save(self, folder) -> Path:
         """Write ``settings.json`` into ``folder``; returns its path."""
@@ -177,7 +233,11 @@ class ComparisonSettings:
             if missing_ok:
                 return None
             raise InputError(f"{folder} holds no {SETTINGS_JSON}: it is not a comparison folder")
-        return cls.from_json(_read_json(path))
+        obj = _read_json(path)
+        try:
+            return cls.from_json(obj)
+        except InputError as e:
+            raise InputError(f"{path} is not a comparison's settings: {e}") from None
 
 
 # ----------------------------------------------------------------------------- the summary
@@ -298,11 +358,14 @@ class Comparison:
             metrics, settings = dict(s["metrics"]), ComparisonSettings.from_json(s["settings"])
             machines = {n: MachineSummary.from_json(v, list(metrics)) for n, v in s["machines"].items()}
             seeds = int(s["seeds"])
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:  # InputError is a ValueError
             raise InputError(f"{json_path} is not a comparison summary: {e}") from None
         names = list(machines)
-        with open(csv_path, newline="") as f:
-            table = list(csv.reader(f))
+        try:
+            with open(csv_path, newline="", encoding="utf-8") as f:
+                table = list(csv.reader(f))
+        except (OSError, ValueError, csv.Error) as e:
+            raise InputError(f"cannot read {csv_path}: {e}") from None
         if not table or table[0] != _header(names, list(metrics)):
             raise InputError(f"{csv_path} does not list the machines and metrics of {json_path.name}")
         if len(table) - 1 != seeds:
@@ -312,13 +375,18 @@ class Comparison:
         except KeyError as e:
             raise InputError(f"{json_path} has no settings for the machine {e.args[0]!r}") from None
         rows = []
-        for cells in table[1:]:
+        for line, cells in enumerate(table[1:], start=2):
+            if len(cells) != len(table[0]):
+                raise InputError(f"{csv_path} line {line} has {len(cells)} values, its header {len(table[0])}")
             if cells[-1] != run_key:
                 raise InputError(f"{csv_path} holds seed {cells[0]} made with other settings than {json_path.name} names")
             it = iter(cells[2:-3])
-            rows.append(SeedMetrics(seed=int(cells[0]), label=int(cells[1]),
-                                    values={n: {m: float(next(it)) for m in metrics} for n in names},
-                                    nearest_index=int(cells[-3]), nearest_distance=float(cells[-2])))
+            try:
+                rows.append(SeedMetrics(seed=int(cells[0]), label=int(cells[1]),
+                                        values={n: {m: float(next(it)) for m in metrics} for n in names},
+                                        nearest_index=int(cells[-3]), nearest_distance=float(cells[-2])))
+            except ValueError as e:
+                raise InputError(f"{csv_path} line {line}: {e}") from None
         return cls(metrics=metrics, machines=machines, settings=settings, rows=tuple(rows),
                    els_beats_is=None if s.get("els_beats_is") is None else float(s["els_beats_is"]),
                    reference=str(s.get("reference", REFERENCE)),
@@ -327,13 +395,15 @@ class Comparison:
     def records(self, folder) -> Iterator[tuple[SeedMetrics, SeedRecord]]:
         """Each row with its seed's record from ``folder``, in order, for the seeds whose record
         still holds every machine's image made with the settings summarised here (a later run
-        with other settings may have replaced some since)."""
+        with other settings may have replaced some since). A record that does not belong in the
+        folder (:meth:`SeedRecord.check`) is an InputError naming it."""
         keys = {n: self.settings.key(n) for n in self.names}
+        common_key = self.settings.common_key()
         for row in self.rows:
             path = seed_path(folder, row.seed)
             if not path.exists():
                 continue
-            rec = SeedRecord.load(path)
+            rec = SeedRecord.load(path).check(path, common_key=common_key)
             if all(rec.made_with(n, k) for n, k in keys.items()):
                 yield row, rec
 
@@ -345,6 +415,16 @@ def _header(names: Sequence[str], metrics: Sequence[str]) -> list[str]:
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as e:  # a decoding error is a ValueError
         raise InputError(f"cannot read {path}: {e}") from None
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise InputError(f"{path} is not valid JSON: {e}") from None
+
+
+def _abridged(obj, limit: int = 60) -> str:
+    """``obj`` as JSON, cut to ``limit`` characters, to name a wrong value in one line."""
+    text = json.dumps(obj, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -11,6 +11,7 @@ schedule, grid, share per step, number of inputs averaged, image size).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,19 @@ from .errors import InputError
 __all__ = ["Sensitivity"]
 
 _EXACT = 1e-9
+
+
+def _schedule_brief(schedule: dict) -> str:
+    """A saved noise schedule (``{"kind": ..., ...}``) in a few words: its kind, name and a digest
+    of all its values, short enough for one line of an error (a discrete one holds 1000 numbers)."""
+    kind = schedule.get("kind", "cosine")
+    digest = hashlib.sha256(json.dumps(schedule, sort_keys=True).encode()).hexdigest()[:8]
+    if kind == "cosine":
+        return f"cosine (offset {schedule.get('offset', 0.008):g}, sha256 {digest})"
+    if kind == "discrete":
+        T = len(schedule.get("alphas_cumprod", ()))
+        return f"discrete {schedule.get('name') or 'custom'} (T={T}, sha256 {digest})"
+    return f"{kind} (sha256 {digest})"
 
 
 @dataclass
@@ -55,6 +69,14 @@ class Sensitivity:
         """Windows given directly, bool [S, windows, H*W] (one set per step)."""
         return Sensitivity(ts=tuple(float(t) for t in ts), image_size=tuple(image_size), schedule=schedule,
                            fixed=windows.to(torch.bool))
+
+    def check_schedule(self, schedule) -> None:
+        """Refuse a noise schedule (a schedule or its dict) other than the one this was measured on:
+        its windows belong to the times of that schedule's grid."""
+        other = schedule if isinstance(schedule, dict) else schedule.to_dict()
+        if self.schedule != other:
+            raise InputError(f"the sensitivity {self.source} was measured on the noise schedule "
+                             f"{_schedule_brief(self.schedule)}; the machine uses {_schedule_brief(other)}")
 
     def step_of(self, t: float) -> int:
         d = [abs(s - float(t)) for s in self.ts]

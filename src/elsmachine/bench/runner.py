@@ -51,6 +51,24 @@ class BenchConfig:
     backend: str = "auto"  # the engine of LS, ELS and IS (auto, native, triton, fused, explicit)
 
 
+# The bench machines timed against a straightforward implementation: those run_one has one for.
+BASELINE_MACHINES = tuple(m for m in BENCH_MACHINES if machine_kind(m)[0] in ("els", "locality"))
+
+
+def _check_configs(values: set[str], flag: str, machines: tuple[str, ...]) -> None:
+    """Refuse an entry of ``flag`` that is not machine:n:batch with one of ``machines``: such an
+    entry matches no configuration and would be dropped without a word."""
+    for v in sorted(values):
+        m, *rest = v.split(":")
+        # Written as the grid spells them (no spaces, no leading zeros), else they would match nothing.
+        if len(rest) != 2 or not all(p.isdigit() and str(int(p)) == p and int(p) > 0 for p in rest):
+            raise InputError(f"{flag} {v!r} is not machine:n:batch (e.g. els-zeros:500:1; n and batch positive "
+                             f"integers)")
+        if m not in machines:
+            why = f"no baseline for {m!r}" if m in BENCH_MACHINES else f"unknown machine {m!r}"
+            raise InputError(f"{flag} {v!r}: {why}; machine:n:batch takes {', '.join(machines)}")
+
+
 def bench_grid(machines: list[str], ns: list[int], batches: list[int], *, steps: int, baseline: set[str],
                skip: set[str], approx: list[int], radii: list[int], device: str = "cpu",
                backends: tuple[str, ...] = ("auto",)) -> list[BenchConfig]:
@@ -70,6 +88,10 @@ def bench_grid(machines: list[str], ns: list[int], batches: list[int], *, steps:
             raise InputError(f"unknown engine backend {be!r}; choose from {', '.join(BACKENDS)}")
     if any(r < 0 for r in radii):
         raise InputError(f"--approx-radius takes non-negative integers, got {radii}")
+    if "triton" in backends and torch.device(device).type != "cuda":
+        raise InputError(f"the triton backend needs a CUDA device; give --device cuda (not {device})")
+    _check_configs(baseline, "--baseline", BASELINE_MACHINES)
+    _check_configs(skip, "--skip", BENCH_MACHINES)
     cfgs = [BenchConfig(machine=m, n=n, batch=b, steps=steps, baseline=f"{m}:{n}:{b}" in baseline, device=device,
                         backend=be)
             for m in machines for be in (backends if m.startswith(("els", "ls")) else ("auto",))

@@ -44,13 +44,15 @@ ROOT = typer.Option(None, help="Folder holding the dataset's standard files.")
 LIMIT = typer.Option(None, help="Use only N training images, taken in turn from each class (the first of every class, then the second, ...).")
 PER_CLASS = typer.Option(None, help="Use only the first N training images of each class.")
 DOWNLOAD = typer.Option(False, "--download", metavar="", help="Fetch mnist, fashion-mnist or cifar10 into --root (MD5-checked) when missing.")
+VALUE_RANGE = typer.Option("-1,1", "--value-range", help="The range float images in an .npz lie in: '-1,1' or '0,1' (uint8 images are 0..255 whatever this says).")
+LAYOUT = typer.Option(None, "--layout", help="The axes of the images in an .npz: nchw or nhwc (default: read from the shape where only one can be meant).")
 DEVICE = typer.Option("auto", help="auto, cpu, cuda, cuda:N.")
 STEPS = typer.Option(20, help="Sampler steps (DDIM: on the grid t_j = (n - j)/n; Heun: on EDM's noise levels, "
                      "2 n - 1 network or machine calls).")
 MODEL = typer.Option(..., "--model", help="Checkpoint folder, model.safetensors, TorchScript file, or a bundled network (" + ", ".join(BUNDLED_MODELS) + ").")
 NOISE_SCHEDULE = typer.Option(None, "--noise-schedule", help="Noise schedule of a TorchScript network or a bare diffusers UNet folder: cosine, linear, scaled_linear, squaredcos_cap_v2, a saved schedule or a scheduler config (others record their own).")
 NUM_CLASSES = typer.Option(None, "--num-classes", help="Classes of a class-conditional TorchScript network (own checkpoints record theirs).")
-CLASS = typer.Option("cycle", "--class", help="'cycle' (seed s draws class s mod #classes), 'none' (unconditional) or a label.")
+CLASS = typer.Option("cycle", "--class", help="'cycle' (seed s draws class s mod #classes), 'none' (unconditional), a label, or a class folder's name.")
 SEED = typer.Option(0, help="First seed; image i uses seed + i, each from its own generator.")
 
 
@@ -92,11 +94,13 @@ def _traceable(value):
     return value
 
 
-def machine_option(default: str = "els", *, traced: bool = False):
+def machine_option(default: str | None = "els", *, traced: bool = False):
     """--machine / -m: every machine, or for a traced command those that can be traced (the
-    others are refused saying so)."""
+    others are refused saying so). ``default`` None: the command tells a machine given from none
+    (and takes els)."""
     names = traceable_machines() if traced else list(_declarations())
-    return typer.Option(MachineName(default), "--machine", "-m", metavar="[" + "|".join(names) + "]",
+    return typer.Option(None if default is None else MachineName(default), "--machine", "-m",
+                        metavar="[" + "|".join(names) + "]", show_default=default or "els",
                         help="The machine. " + machine_help(names), callback=_traceable if traced else None)
 
 
@@ -156,13 +160,27 @@ def _declared(name: str):
 
 
 def declared_option(name: str):
-    """A typer option for the machine option ``name``, with its declared flag, default and help."""
+    """A typer option for the machine option ``name``, with its declared flag and help; unset it is
+    None (each machine then takes its declared default), so a command can tell it was given."""
     opt = _declared(name)
-    return typer.Option(opt.default, opt.flag, *opt.aliases, help=opt.help)
+    return typer.Option(None, opt.flag, *opt.aliases, help=f"{opt.help} (default {opt.default})", show_default=False)
 
 
 THRESHOLD = declared_option("threshold")
 TEMPERATURE = declared_option("temperature")
+
+
+def refuse_unused(given: dict, names: Sequence[str]) -> None:
+    """Refuse an option given on the command line ({option name: value or None}) that none of the
+    machines ``names`` declares, naming its flag and the machines that have it."""
+    decls = _declarations()
+    for key, value in given.items():
+        if value is None or any(decls[n].option(key) is not None for n in names):
+            continue
+        users = [n for n, d in decls.items() if d.option(key) is not None]
+        flag_ = next(d.option(key).flag for d in decls.values() if d.option(key) is not None)
+        raise InputError(f"{flag_} does not apply to the machines {', '.join(names)}: it is an option of "
+                         f"{', '.join(users)}")
 
 
 class Parallel(str, Enum):
@@ -206,11 +224,13 @@ def build_machine(name: str, ds, *, conditional: bool = True, padding: str | Non
     takes = options_of(name)
     kw = {"padding": padding, "patch_size": patch_schedule, "threshold": threshold, "temperature": temperature,
           "sensitivity": sensitivity}
-    kw = {k: v for k, v in kw.items() if k in takes} | dict(settings or {})
+    kw = {k: v for k, v in kw.items() if k in takes and not (k in ("threshold", "temperature") and v is None)}
+    kw |= dict(settings or {})
     if "sensitivity" in takes and sensitivity is None:
         raise InputError(f"the {name} machine needs --sensitivity FILE (made by els sensitivity --model ...)")
     return make_machine(name, ds.images, labels=ds.labels if conditional else None, schedule=schedule,
-                        memory_budget=memory_budget or DEFAULT_MEMORY_BUDGET, distributed=distributed, **kw)
+                        memory_budget=DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget,
+                        distributed=distributed, **kw)
 
 
 class SamplerName(str, Enum):
@@ -279,6 +299,8 @@ class DataSelection:
     limit: int | None = None
     per_class: int | None = None
     download: bool = False
+    value_range: str = "-1,1"
+    layout: str | None = None
 
     @property
     def given(self) -> bool:
@@ -286,18 +308,20 @@ class DataSelection:
         return self.dataset is not None or self.root is not None or self.limit is not None or self.per_class is not None
 
     def load(self, default: str = "mnist5k"):
-        return load_data(self.dataset or default, self.root, self.limit, self.per_class, self.download)
+        return load_data(self.dataset or default, self.root, self.limit, self.per_class, self.download,
+                         value_range=self.value_range, layout=self.layout)
 
 
 def data_options(func: Callable | None = None, *, recorded: bool = False):
-    """Add --dataset, --root, --limit, --per-class and --download in place of the command's
-    parameter ``data``, which receives them as one :class:`DataSelection`. ``recorded``: the
+    """Add --dataset, --root, --limit, --per-class, --download, --value-range and --layout in place of
+    the command's parameter ``data``, which receives them as one :class:`DataSelection`. ``recorded``: the
     command can also draw a file that records its data, so --dataset has no default."""
 
     def wrap(f):
         params = [_param("dataset", Optional[str] if recorded else str, RECORDED_DATASET if recorded else DATASET),
                   _param("root", Optional[Path], ROOT), _param("limit", Optional[int], LIMIT),
-                  _param("per_class", Optional[int], PER_CLASS), _param("download", bool, DOWNLOAD)]
+                  _param("per_class", Optional[int], PER_CLASS), _param("download", bool, DOWNLOAD),
+                  _param("value_range", str, VALUE_RANGE), _param("layout", Optional[str], LAYOUT)]
         return _with_options(f, "data", params, lambda v: DataSelection(**v))
 
     return wrap(func) if func is not None else wrap
@@ -511,11 +535,14 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 
           "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
 
 
-def parse_bytes(text: str) -> int:
+def parse_bytes(text: str, what: str = "--memory-budget") -> int:
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
     if not m or m.group(2).lower() not in _UNITS:
-        raise InputError(f"cannot read {text!r} as a size in bytes (e.g. 512MiB, 2GiB)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+        raise InputError(f"{what}: cannot read {text!r} as a size in bytes (e.g. 512MiB, 2GiB)")
+    value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if value < 1:
+        raise InputError(f"{what} must be at least one byte, got {text!r}")
+    return value
 
 
 def parse_patch_schedule(text: str | None, grid: torch.Tensor | None = None):
@@ -533,13 +560,15 @@ def parse_patch_schedule(text: str | None, grid: torch.Tensor | None = None):
 
 
 def parse_int_list(text: str, what: str) -> list[int]:
+    items = text.split(",")
+    if not text.strip():
+        raise InputError(f"{what} is empty")
+    if any(not v.strip() for v in items):
+        raise InputError(f"{what} has an empty item in {text!r}")
     try:
-        out = [int(v) for v in text.split(",") if v.strip()]
+        return [int(v) for v in items]
     except ValueError:
         raise InputError(f"{what} must be a comma list of integers, got {text!r}") from None
-    if not out:
-        raise InputError(f"{what} is empty")
-    return out
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -567,10 +596,21 @@ def progress() -> Progress:
                     console=console, transient=False)
 
 
-def load_data(dataset: str, root, limit, per_class, download: bool = False):
+def parse_value_range(text: str) -> tuple[float, float]:
+    """--value-range: two numbers, low and high ('-1,1', '0,1')."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--value-range takes two numbers, low and high ('-1,1' or '0,1'), got {text!r}") from None
+    return lo, hi
+
+
+def load_data(dataset: str, root, limit, per_class, download: bool = False, *, value_range: str = "-1,1",
+              layout: str | None = None):
     from ..datasets import load_dataset
 
-    return load_dataset(dataset, root=root, limit=limit, per_class=per_class, download=download)
+    return load_dataset(dataset, root=root, limit=limit, per_class=per_class, download=download,
+                        value_range=parse_value_range(value_range), layout=layout)
 
 
 def load_conditional_network(model, dev, padding=None, num_classes=None, noise_schedule=None):
@@ -582,6 +622,9 @@ def load_conditional_network(model, dev, padding=None, num_classes=None, noise_s
     if net.takes_labels and not net.num_classes:
         raise InputError(f"the model {model} is class-conditional but does not say how many classes it has: "
                          f"pass --num-classes")
+    if num_classes is not None and net.num_classes != num_classes:
+        recorded = f"{net.num_classes} classes" if net.takes_labels else "no classes (unconditional)"
+        raise InputError(f"--num-classes {num_classes}: the model {model} records {recorded}")
     return net
 
 
@@ -592,9 +635,12 @@ def load_model_and_data(model: Path, dataset: str, root, limit, per_class, devic
     other data than the machines will see."""
     import warnings
 
+    from ..networks.checkpoints import check_data_fits
+
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     net = load_conditional_network(model, dev, padding, num_classes, noise_schedule)
     ds = load_data(dataset, root, limit, per_class, download)
+    check_data_fits(net, ds)  # channels, size and classes, before any work
     trained = net.meta.get("dataset")
     if isinstance(trained, dict) and trained.get("name") is not None:
         same = trained.get("name") == ds.name and trained.get("n", len(ds)) == len(ds)
@@ -603,10 +649,5 @@ def load_model_and_data(model: Path, dataset: str, root, limit, per_class, devic
         if not same:
             warnings.warn(f"the network was trained on {trained.get('name')} ({trained.get('n')} images), but the "
                           f"machines use {ds.name} ({len(ds)} images): they model different training sets", stacklevel=2)
-    if net.takes_labels:
-        if ds.labels is None:
-            raise InputError(f"the model is class-conditional but dataset {ds.name} has no labels")
-        if max(ds.classes) >= net.num_classes:
-            raise InputError(f"dataset {ds.name} has classes up to {max(ds.classes)}; the model knows {net.num_classes}")
     pad = padding.value if padding is not None else (net.padding or "zeros")
     return net, ds, pad, dev

@@ -39,6 +39,7 @@ from .common import (
     parse_patch_schedule,
     parse_settings,
     progress,
+    refuse_unused,
     seed_range,
     start_group,
 )
@@ -102,8 +103,8 @@ def compare(
     device: str = DEVICE,
     num_classes: Optional[int] = NUM_CLASSES,
     noise_schedule: Optional[str] = NOISE_SCHEDULE,
-    threshold: float = THRESHOLD,
-    temperature: float = TEMPERATURE,
+    threshold: Optional[float] = THRESHOLD,
+    temperature: Optional[float] = TEMPERATURE,
     sensitivity: Optional[Path] = typer.Option(None, help="pspc-flex: the network's sensitivity file (default: measured here, once, and kept in the output folder)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (a rerun resumes)."),
     parallel: Parallel = PARALLEL,
@@ -125,6 +126,7 @@ def compare(
     check_writable(out / "summary.json")
     names = parse_machines(machines, allow_all=True)
     options = parse_settings(settings, names)
+    refuse_unused({"threshold": threshold, "temperature": temperature, "sensitivity": sensitivity}, names)
     group, dev = start_group(device)
     net, ds, pad, dev = load_model_and_data(model, dataset, root, limit, per_class, dev, padding, num_classes, download,
                                             noise_schedule)

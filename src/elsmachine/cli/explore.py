@@ -55,10 +55,11 @@ def explore(
     """Write one self-contained HTML page to explore where every pixel of a sample comes from,
     step by step, with a comparison and a calibration beside it when given."""
     from ..experiments.runs import SampleSpec
-    from ..files import check_writable, load_samples
-    from ..machines import SampleTrace
-    from ..output.explore import calibration_data, compare_data, explore_page
+    from ..files import check_writable
+    from ..output.explore import calibration_data, compare_data, explore_page, page_path
+    from .mosaic import load_traced
 
+    page_path(out)
     check_writable(out)
     if num < 0:
         raise InputError(f"--num must be >= 0, got {num}")
@@ -69,9 +70,8 @@ def explore(
     t0 = time.perf_counter()
     if samples is not None:
         options.refuse("--samples shows saved samples")
-        d = load_samples(samples)
+        d, trace = load_traced(samples)
         ds = recorded_data(d, samples, data)
-        trace = SampleTrace.from_arrays(d)
         images, seeds, train = torch.from_numpy(d["images"]), d["seeds"].tolist(), ds.images
         labels = None if (d["labels"] < 0).all() else d["labels"].tolist()
         title = f"elsmachine: {d['meta'].get('machine', 'samples')} samples of {samples.name}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -36,6 +37,34 @@ from .sample import print_novelty
 MAX_SHIFT = typer.Option(2, help="Novelty: also match training images shifted by up to this many pixels.")
 
 
+def load_traced(path: Path):
+    """The samples (as :func:`elsmachine.files.load_samples` reads them) and their
+    :class:`~elsmachine.machines.SampleTrace` in ``path``, a file of els sample --trace; any other
+    file is an InputError that says so. (numpy reads a file that is not a zip as a pickle, and
+    its refusal blames pickled data.)"""
+    from ..files import load_samples
+    from ..machines import SampleTrace
+
+    not_samples = f"{path} is not an .npz written by els sample --trace"
+    if path.exists() and not zipfile.is_zipfile(path):  # a missing file: load_samples says so
+        raise InputError(not_samples)
+    try:
+        d = load_samples(path)
+    except InputError:
+        raise
+    except ValueError as e:  # its meta is not JSON
+        raise InputError(f"{not_samples} (its meta: {e})") from None
+    if not isinstance(d["meta"], dict):
+        raise InputError(f"{not_samples} (its meta is not a JSON object)")
+    try:
+        trace = SampleTrace.from_arrays(d)
+    except InputError:
+        raise
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise InputError(f"{not_samples} (its trace: {e})") from None
+    return d, trace
+
+
 @data_options(recorded=True)
 @machine_options(**SAMPLING_DEFAULTS)
 def mosaic(
@@ -64,8 +93,7 @@ def mosaic(
     """
     from ..experiments.novelty import novelty
     from ..experiments.runs import SampleSpec
-    from ..files import check_writable, load_samples, save_samples
-    from ..machines import SampleTrace
+    from ..files import check_writable, save_samples
     from ..output.plots import render_mosaic
 
     if max_shift < 0:
@@ -74,12 +102,12 @@ def mosaic(
     t0 = time.perf_counter()
     if samples is not None:
         options.refuse("--samples draws a saved sample")
-        d = load_samples(samples)
+        d, tr = load_traced(samples)
         ds = recorded_data(d, samples, data)
         n = d["images"].shape[0]
         if not 0 <= index < n:
             raise InputError(f"--index must lie in 0..{n - 1} for {samples}")
-        tr = SampleTrace.from_arrays(d).select(index)
+        tr = tr.select(index)
         x = torch.from_numpy(d["images"][index : index + 1])
         sd, lab_v = int(d["seeds"][index]), int(d["labels"][index])
         label = None if lab_v < 0 else lab_v

@@ -54,7 +54,7 @@ def print_novelty(nov, seeds, labels) -> None:
 @data_options
 @machine_options(**SAMPLING_DEFAULTS)
 def sample(
-    machine: MachineName = machine_option("els"),
+    machine: Optional[MachineName] = machine_option(None),
     options: MachineOptions = None,
     steps: int = STEPS,
     sampler: SamplerName = SAMPLER,
@@ -66,7 +66,7 @@ def sample(
     device: str = DEVICE,
     dtype: DType = DTYPE,
     memory_budget: str = MEMORY_BUDGET,
-    out: Path = typer.Option(Path("samples.png"), "--out", "-o", help="Image grid (.png, or .jpg, .webp, ...); the raw outputs go beside it as .npz."),
+    out: Path = typer.Option(Path("samples.png"), "--out", "-o", help="Image grid (.png, or .jpg, .webp, ...); the raw outputs go beside it as .npz. A name ending in .npz writes the raw outputs alone."),
     model: Optional[Path] = typer.Option(None, "--model", help="Sample a trained network instead of a machine."),
     num_classes: Optional[int] = NUM_CLASSES,
     noise_schedule: Optional[str] = NOISE_SCHEDULE,
@@ -93,16 +93,25 @@ def sample(
     if model is not None and trace:
         raise InputError("--trace needs a machine: a network has no candidates to trace")
     if model is not None:
+        if machine is not None:
+            raise InputError(f"--machine {machine.value} and --model: sample a machine or a network, not both")
         options.refuse("--model samples a network")
     else:
+        machine = machine or MachineName("els")
         options.check([machine.value])
     seed_list = parse_int_list(seeds, "--seeds") if seeds else seed_range(seed, num, "--num")
     budget = parse_bytes(memory_budget)
+    raw_only = out.suffix.lower() == ".npz"
+    if not raw_only:
+        image_format(out)  # before with_suffix, which cannot take an empty name
     npz = out.with_suffix(".npz")
-    image_format(out)
     check_writable(out)
     check_writable(npz)
     ds = data.load()
+    channels = ds.images.shape[1]
+    if not raw_only and channels not in (1, 3):
+        raise InputError(f"the data has {channels} channels, an image grid needs 1 or 3: give -o NAME.npz for the raw "
+                         f"samples alone")
     traceable = model is None and MACHINES[machine.value].declaration.traceable
     if trace and not traceable:
         raise InputError(f"--trace: the {machine.value} machine cannot be traced (no candidate with the largest weight "
@@ -121,10 +130,11 @@ def sample(
     x, tr = run.images, run.trace
     save_samples(npz, x, seeds=run.seeds, labels=run.labels, meta=run.meta,
                  **(tr.to_arrays() if tr is not None and trace else {}))
-    save_image(image_grid(x), out)
+    if not raw_only:
+        save_image(image_grid(x), out)
     if show_novelty:
         from ..experiments.novelty import novelty
 
         print_novelty(novelty(x.cpu(), ds.images, trace=tr, max_shift=max_shift), run.seeds, run.labels)
-    print(f"wrote {out} ({len(run.seeds)} images) and {npz} (raw float32 {tuple(x.shape)}, seeds, labels) "
+    print(f"wrote {'' if raw_only else f'{out} ({len(run.seeds)} images) and '}{npz} (raw float32 {tuple(x.shape)}, seeds, labels) "
           f"in {run.seconds:.1f} s on {dev}")

@@ -51,6 +51,15 @@ def sensitivity(
         shares = [float(v) for v in share.split(",") if v.strip()]
     except ValueError:
         raise InputError(f"--share must be a number or a comma list of numbers, got {share!r}") from None
+    # Checked before the network loads: the measurement takes minutes and would refuse a share only once done.
+    for name, value in (("--rows", rows), ("--inputs", inputs), ("--steps", steps)):
+        if value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value}")
+    if len(shares) not in (1, steps):
+        raise InputError(f"--share takes one number or one per step ({steps}), got {len(shares)}: {share!r}")
+    bad = [r for r in shares if not 0.0 < r <= 1.0]
+    if bad:
+        raise InputError(f"--share values are shares of a pixel's sensitivity, in (0, 1]; got {bad[0]:g}")
     check_writable(out)
     net, ds, _, dev = load_model_and_data(model, dataset, root, limit, per_class, device, None, num_classes, download,
                                           noise_schedule)

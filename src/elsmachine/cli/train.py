@@ -68,11 +68,11 @@ def train(
     from ..networks.architectures import NetConfig
     from ..networks.training import TrainConfig
     from ..networks.training import train as run_training
-    from ..noise import noise_schedule as as_schedule
     from ..files import check_writable
 
     dev = resolve_device(device)
     check_writable(out / "config.json")
+    schedule = _schedule(noise_schedule)
     ds = load_data(dataset, root, limit, per_class, download)
     C, H, W = ds.images.shape[1:]
     if H != W:
@@ -81,7 +81,6 @@ def train(
     if arch != Arch.attn_unet and (attention is not None or heads is not None):
         raise InputError(f"--attention and --heads are options of --arch attn-unet, not of {arch.value}")
     attn = {k: v for k, v in (("attention", attention), ("heads", heads)) if v is not None}
-    schedule = as_schedule(noise_schedule)
     ncls = (max(ds.classes) + 1) if cond and ds.classes else 0
     if cond and not ncls:
         raise InputError(f"--cond needs labels; dataset {ds.name} has none")
@@ -101,3 +100,17 @@ def train(
                               schedule=schedule,
                               autocast=torch.bfloat16 if dev.type == "cuda" else None)
     print(f"wrote {folder}/model.safetensors and config.json ({time.perf_counter() - t0:.0f} s on {dev})")
+
+
+def _schedule(spec: str):
+    """The noise schedule --noise-schedule names, or one line saying why the file is not one."""
+    from ..noise import noise_schedule
+
+    try:
+        return noise_schedule(spec)
+    except InputError as e:
+        # The checks of a schedule's values do not say which file held them.
+        raise InputError(str(e) if spec in str(e) else f"--noise-schedule {spec}: {e}") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        # A file that is not text, or JSON of another shape, fails inside the parser as Python's own error.
+        raise InputError(f"--noise-schedule {spec} is not a noise schedule file: {e}") from None

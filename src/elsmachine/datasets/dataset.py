@@ -16,12 +16,15 @@ __all__ = ["Dataset"]
 @dataclass
 class Dataset:
     """images: float32 [N, C, H, W] in [-1, 1]; labels: int64 [N] or None; name: where it came
-    from; selection: the arguments of :func:`load_dataset` that made it (to load it again)."""
+    from; selection: the arguments of :func:`load_dataset` that made it (to load it again);
+    class_names: the name of each label (class_names[c] names label c) where the data names its
+    classes (an image folder's sub-folders), else None."""
 
     images: torch.Tensor
     labels: torch.Tensor | None
     name: str
     selection: dict = field(default_factory=dict)
+    class_names: list[str] | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -69,4 +72,5 @@ class Dataset:
                 idx = torch.sort(idx[order[:limit]]).values
             else:
                 idx = idx[:limit]
-        return Dataset(self.images[idx], None if self.labels is None else self.labels[idx], self.name, self.selection)
+        return Dataset(self.images[idx], None if self.labels is None else self.labels[idx], self.name, self.selection,
+                       self.class_names)

@@ -2,8 +2,11 @@
 
 ``mnist`` and ``fashion-mnist`` (IDX files, gzipped or not; padded to 32x32 by default, or resized
 bilinearly as the paper's code did), ``cifar10`` (the python batches), any folder of images
-(``celeba`` is one: centre-cropped to a square and resized; labelled by sub-folder when the images
-sit in class sub-folders), and ``.npz`` files with ``images`` and optional ``labels``.
+(``celeba`` is one: centre-cropped to a square and resized; one channel when every image is gray;
+labelled by sub-folder when the images sit in class sub-folders), and ``.npz`` files with
+``images`` and optional ``labels``. The rule that reads an array of images in either layout
+(:func:`image_layout`), and the checks of labels and value ranges, are here for files and for
+data in memory alike.
 ``download`` fetches the canonical files of mnist, fashion-mnist and cifar10 and checks their MD5
 sums.
 """
@@ -18,6 +21,7 @@ import pickle
 import tarfile
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -68,17 +72,131 @@ def pad_to(images: torch.Tensor, size: int, value: float = -1.0) -> torch.Tensor
     return torch.nn.functional.pad(images, (left, size - W - left, top, size - H - top), value=value)
 
 
-def from_uint8(arr: np.ndarray, what: str) -> torch.Tensor:
-    """uint8 [N, H, W] or [N, H, W, C] -> float32 [N, C, H, W] in [-1, 1]."""
+LAYOUTS = ("nchw", "nhwc")
+# The channel counts a layout is inferred from: gray and colour, what training sets hold. Images
+# of 4 or more channels name their layout: sides of 4 pixels and more are common, so such counts
+# would often fit both positions.
+_CHANNELS = (1, 3)
+
+
+def check_layout(layout) -> str | None:
+    """``layout`` as given: "nchw", "nhwc" or None (inferred from the shape)."""
+    if layout is not None and layout not in LAYOUTS:
+        raise InputError(f"layout must be 'nchw', 'nhwc' or None, got {layout!r}")
+    return layout
+
+
+def check_value_range(value_range) -> tuple[float, float]:
+    """``value_range`` as two finite floats (low, high) with low < high."""
+    try:
+        lo, hi = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise InputError(f"value_range must be (low, high) with low < high, got {value_range!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise InputError(f"value_range must be (low, high) with low < high, got {tuple(value_range)!r}")
+    return lo, hi
+
+
+def image_layout(shape: tuple, what: str, layout: str | None) -> str:
+    """The layout of images of ``shape``, [N, C, H, W] or [N, H, W, C] (or one image, [C, H, W]
+    or [H, W, C]): ``layout`` when given, else the one reading whose channel position holds 1 or
+    3. The same rule for every dtype: a uint8 array is not assumed to be [N, H, W, C] nor a float
+    one [N, C, H, W]. Where both positions hold 1 or 3, the reading that makes square images wins
+    ([N, 1, 3, 3] is 3x3 gray, not 1x3 colour); a shape that leaves both or neither is refused."""
+    if layout is not None:
+        return layout
+    c, h, w = shape[-3:]
+    readings = {"nchw": (c, h, w), "nhwc": (w, c, h)}  # (channels, height, width) of each reading
+    fits = [k for k, (ch, _, _) in readings.items() if ch in _CHANNELS]
+    square = [k for k in fits if readings[k][1] == readings[k][2]]
+    if len(fits) == 1 or len(square) == 1:
+        return fits[0] if len(fits) == 1 else square[0]
+    forms = "[N, C, H, W] or [N, H, W, C]" if len(shape) == 4 else "[C, H, W] or [H, W, C]"
+    why = f"could be {forms}" if fits else "have no channel dimension of 1 or 3 first or last"
+    raise InputError(f"{what}: images of shape {tuple(shape)} {why}: pass layout='nchw' or layout='nhwc' (--layout)")
+
+
+def to_nchw(arr: np.ndarray, what: str, layout: str | None) -> np.ndarray:
+    """Images [N, H, W] (one channel), [N, C, H, W] or [N, H, W, C] as a [N, C, H, W] view."""
+    if arr.ndim not in (3, 4):
+        raise InputError(f"{what}: images must be [N, H, W], [N, C, H, W] or [N, H, W, C], got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise InputError(f"{what} holds no images (shape {arr.shape})")
+    if arr.size == 0:
+        raise InputError(f"{what}: images of shape {arr.shape} are empty")
     if arr.ndim == 3:
-        arr = arr[:, :, :, None]
-    if arr.ndim != 4:
-        raise InputError(f"{what}: uint8 images must be [N, H, W] or [N, H, W, C], got shape {arr.shape}")
-    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).to(torch.float32)
+        return arr[:, None]
+    return arr if image_layout(arr.shape, what, layout) == "nchw" else arr.transpose(0, 3, 1, 2)
+
+
+def from_uint8(arr: np.ndarray, what: str, layout: str | None = "nhwc") -> torch.Tensor:
+    """uint8 images (see :func:`to_nchw`) -> float32 [N, C, H, W] in [-1, 1]. The standard sets
+    and image folders hold [N, H, W(, C)], the default here."""
+    t = torch.from_numpy(np.ascontiguousarray(to_nchw(arr, what, layout))).to(torch.float32)
     return (t / 127.5 - 1.0).contiguous()
 
 
-def _read_npz(path: Path, what: str):
+def from_float(arr: np.ndarray, what: str, value_range=(-1.0, 1.0)) -> torch.Tensor:
+    """Float images [N, C, H, W] lying in ``value_range`` -> float32 in [-1, 1]."""
+    if not bool(np.isfinite(arr).all()):
+        raise InputError(f"{what}: images contain NaN or inf")
+    lo, hi = check_value_range(value_range)
+    if (lo, hi) == (-1.0, 1.0):  # already in [-1, 1]: kept bit for bit
+        x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    else:
+        x = torch.from_numpy((arr.astype(np.float64) - lo) / (hi - lo) * 2 - 1).to(torch.float32)
+    if x.min() < -1.0 - 1e-6 or x.max() > 1.0 + 1e-6:
+        raise InputError(f"{what}: float images must lie in value_range=({lo:g}, {hi:g}), which is mapped to "
+                         f"[-1, 1]; found [{float(arr.min()):.3g}, {float(arr.max()):.3g}]")
+    return x
+
+
+def warn_if_unit(x: torch.Tensor, is_float: bool, value_range, what: str) -> None:
+    """Warn when float images read as lying in [-1, 1] all lie in [0, 1]: most likely they are
+    in [0, 1] (torchvision's ToTensor) and would be read as a set of only bright images."""
+    if is_float and check_value_range(value_range) == (-1.0, 1.0) and float(x.min()) >= 0.0:
+        warnings.warn(f"{what}: float images all lie in [0, 1]; they are read as lying in [-1, 1]. If they are in "
+                      f"[0, 1] (as torchvision's ToTensor makes them), pass value_range=(0, 1) (--value-range 0,1)", stacklevel=3)
+
+
+def images_from_array(arr: np.ndarray, what: str, layout: str | None, value_range=(-1.0, 1.0)):
+    """An array of images of any layout -> (float32 [N, C, H, W] in [-1, 1], whether they were
+    float): uint8 v is v / 127.5 - 1, float images lie in ``value_range``."""
+    check_layout(layout)
+    if arr.dtype == np.uint8:
+        return from_uint8(arr, what, layout), False
+    if np.issubdtype(arr.dtype, np.floating):
+        return from_float(to_nchw(arr, what, layout), what, value_range), True
+    raise InputError(f"{what}: images must be uint8 or float, got {arr.dtype}")
+
+
+def _scalar(v):
+    """A label held in a one-element tensor or array (as torch Datasets often give it) as a number."""
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu().numpy()
+    return v.reshape(()).item() if isinstance(v, np.ndarray) and v.size == 1 else v
+
+
+def label_tensor(labels, n: int, what: str) -> torch.Tensor:
+    """Class labels: int64 [n] from a sequence, array or tensor of integers. Strings, floats and
+    bools are refused, not converted: int(0.5) and int("3") would pass as labels silently."""
+    if isinstance(labels, torch.Tensor):
+        arr = labels.detach().cpu().numpy()
+    else:
+        try:
+            arr = labels if isinstance(labels, np.ndarray) else np.asarray([_scalar(v) for v in labels])
+        except (TypeError, ValueError):  # ragged or mixed items: shown as they are below
+            arr = np.asarray(list(labels), dtype=object)
+    if arr.dtype.kind not in "iu":
+        shown = arr.ravel()[:5].tolist()
+        more = f" ... ({arr.size} in all)" if arr.size > 5 else ""
+        raise InputError(f"{what}: labels must be integers (class indices), got {shown}{more}")
+    if arr.shape != (n,):
+        raise InputError(f"{what}: labels must be one integer per image ({n}), got shape {arr.shape}")
+    return torch.from_numpy(arr.astype(np.int64))
+
+
+def _read_npz(path: Path, what: str, layout: str | None = None, value_range=(-1.0, 1.0)):
     try:
         with np.load(path, allow_pickle=False) as f:
             if "images" not in f:
@@ -91,26 +209,9 @@ def _read_npz(path: Path, what: str):
         raise InputError(f"dataset file {path} does not exist") from None
     except Exception as e:  # noqa: BLE001 - zip or format errors of a corrupt file
         raise InputError(f"{what} is not a readable .npz file: {e}") from None
-    if images.dtype == np.uint8:
-        x = from_uint8(images, what)
-    elif np.issubdtype(images.dtype, np.floating):
-        if images.ndim != 4:
-            raise InputError(f"{what}: float images must be [N, C, H, W], got shape {images.shape}")
-        x = torch.from_numpy(images.astype(np.float32))
-        if not bool(torch.isfinite(x).all()):
-            raise InputError(f"{what}: images contain NaN or inf")
-        if x.min() < -1.0 - 1e-6 or x.max() > 1.0 + 1e-6:
-            raise InputError(f"{what}: float images must lie in [-1, 1], found [{x.min():.3g}, {x.max():.3g}]")
-    else:
-        raise InputError(f"{what}: images must be uint8 or float, got {images.dtype}")
-    if x.shape[0] == 0:
-        raise InputError(f"{what} holds no images")
-    y = None
-    if labels is not None:
-        if labels.ndim != 1 or labels.shape[0] != x.shape[0] or not np.issubdtype(labels.dtype, np.integer):
-            raise InputError(f"{what}: labels must be integers of shape [{x.shape[0]}], got {labels.dtype} {labels.shape}")
-        y = torch.from_numpy(labels.astype(np.int64))
-    return x, y
+    x, is_float = images_from_array(images, what, layout, value_range)
+    y = None if labels is None else label_tensor(labels, x.shape[0], what)
+    return x, y, is_float
 
 
 def _download_failure(e: Exception) -> str:
@@ -180,7 +281,7 @@ def _find(root: Path, stem: str, what: str) -> Path:
         for cand in (folder / stem, folder / (stem + ".gz")):
             if cand.exists():
                 return cand
-    raise InputError(f"{what}: no {stem} or {stem}.gz under {root} (pass root= or download=True)")
+    raise InputError(f"{what}: no {stem} or {stem}.gz under {root} (pass root= or download=True; --root, --download)")
 
 
 def _mnist_like(name: str, root: Path, train: bool, resize: str) -> Dataset:
@@ -219,7 +320,7 @@ def _cifar10(root: Path, train: bool) -> Dataset:
     for n in names:
         path = folder / n
         if not path.exists():
-            raise InputError(f"cifar10: {path} is missing (pass root= or download=True)")
+            raise InputError(f"cifar10: {path} is missing (pass root= or download=True; --root, --download)")
         try:
             with open(path, "rb") as f:
                 d = _ArrayUnpickler(f, encoding="bytes").load()
@@ -234,9 +335,15 @@ def _cifar10(root: Path, train: bool) -> Dataset:
     return Dataset(from_uint8(np.concatenate(xs), "cifar10"), torch.from_numpy(np.concatenate(ys)), "cifar10")
 
 
-def _image_folder(root: Path, size: int, name: str) -> Dataset:
-    """Every image under ``root``: centre-cropped to a square, resized to size x size, RGB.
-    Labelled by class sub-folder when all images sit in two or more sub-folders."""
+# PIL modes with one value per pixel (alpha aside). 16- and 32-bit gray is read through the same
+# conversion to RGB as colour images are, so its values are what they always were.
+_GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def _image_folder(root: Path, size: int, name: str, rgb: bool = False) -> Dataset:
+    """Every image under ``root``: centre-cropped to a square, resized to size x size. One
+    channel when every image is gray (``rgb`` False), else RGB. Labelled by class sub-folder
+    when all images sit in two or more sub-folders; the sub-folders' names are the class names."""
     from PIL import Image, UnidentifiedImageError
 
     if not root.is_dir():
@@ -247,9 +354,11 @@ def _image_folder(root: Path, size: int, name: str) -> Dataset:
     tops = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
     labelled = len(tops) >= 2 and all(len(p.relative_to(root).parts) > 1 for p in files)
     out = np.empty((len(files), size, size, 3), dtype=np.uint8)
+    gray = not rgb
     for i, p in enumerate(files):
         try:
             with Image.open(p) as im:
+                gray = gray and im.mode in _GRAY_MODES
                 im = im.convert("RGB")
                 w, h = im.size
                 m = min(w, h)
@@ -258,8 +367,13 @@ def _image_folder(root: Path, size: int, name: str) -> Dataset:
                 out[i] = np.asarray(im)
         except (UnidentifiedImageError, OSError) as e:
             raise InputError(f"{name}: cannot read image {p}: {e}") from None
-    labels = None
+    # A gray image converted to RGB holds the same values in its three channels, so keeping one
+    # of them is exactly the gray image; the resize works channel by channel.
+    if gray:
+        out = out[..., :1]
+    labels = names = None
     if labelled:
         index = {t: i for i, t in enumerate(tops)}
         labels = torch.tensor([index[p.relative_to(root).parts[0]] for p in files], dtype=torch.int64)
-    return Dataset(from_uint8(out, name), labels, name)
+        names = list(tops)
+    return Dataset(from_uint8(out, name, "nhwc"), labels, name, class_names=names)

@@ -4,60 +4,50 @@ normalisation and checks as files (docs/theory.md, "Data")."""
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 
 from ..errors import InputError
 from .dataset import Dataset
-from .formats import from_uint8
+from .formats import check_layout, check_value_range, images_from_array, image_layout, label_tensor
 
 __all__ = ["from_objects"]
 
 
-def _image_array(item, what: str, value_range) -> np.ndarray | torch.Tensor:
-    """One image as uint8 [H, W(, C)] (PIL, numpy, uint8 tensor) or float [C, H, W] in [-1, 1]."""
+def _image_array(item, what: str, layout: str | None) -> np.ndarray:
+    """One image as a [C, H, W] array, uint8 or float, as it was given: a PIL image is
+    [H, W(, C)] by definition; an array or tensor of [H, W] is one channel and a 3-D one is read
+    by the rule of :func:`~.formats.image_layout`, the same for every dtype."""
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - pillow is a dependency
         Image = None
     if Image is not None and isinstance(item, Image.Image):
-        return np.asarray(item.convert("RGB") if item.mode not in ("L", "RGB") else item)
-    if isinstance(item, torch.Tensor):
-        if item.dtype == torch.uint8:
-            return item.numpy() if item.dim() == 2 else item.permute(1, 2, 0).numpy()
-        item = item.detach().cpu().numpy()
-    arr = np.asarray(item)
-    if arr.dtype == np.uint8:
-        return arr
-    if np.issubdtype(arr.dtype, np.floating):
-        if arr.ndim == 2:
-            arr = arr[None]
-        if arr.ndim != 3:
-            raise InputError(f"{what}: a float image must be [C, H, W], got shape {arr.shape}")
-        lo, hi = value_range
-        return torch.from_numpy((arr.astype(np.float64) - lo) / (hi - lo) * 2 - 1).to(torch.float32)
-    raise InputError(f"{what}: cannot read an image from {type(item).__name__} of dtype {arr.dtype}")
+        arr = np.asarray(item.convert("RGB") if item.mode not in ("L", "RGB") else item)
+        return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    arr = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else np.asarray(item)
+    if arr.dtype != np.uint8 and not np.issubdtype(arr.dtype, np.floating):
+        raise InputError(f"{what}: cannot read an image from {type(item).__name__} of dtype {arr.dtype}")
+    if arr.ndim == 2:
+        return arr[None]
+    if arr.ndim != 3:
+        raise InputError(f"{what}: an image must be [H, W], [C, H, W] or [H, W, C], got shape {arr.shape}")
+    return arr if image_layout(arr.shape, what, layout) == "nchw" else arr.transpose(2, 0, 1)
 
 
-def from_objects(obj, labels, value_range) -> Dataset:
+def from_objects(obj, labels, value_range, layout: str | None = None) -> tuple[Dataset, bool]:
     """Images held in memory: an array or tensor of images, a Hugging Face datasets.Dataset, or
-    any sequence (a torch Dataset) of images or (image, label) pairs."""
+    any sequence (a torch Dataset) of images or (image, label) pairs. ``layout`` ("nchw",
+    "nhwc", or None: inferred where the shape allows one reading) says where the channels of an
+    array of images, or of each image of a sequence, are. Returns the set and whether its images
+    were float (read through ``value_range``)."""
     name = type(obj).__name__
+    check_layout(layout)
+    value_range = check_value_range(value_range)
     if isinstance(obj, (np.ndarray, torch.Tensor)):
         arr = obj.detach().cpu().numpy() if isinstance(obj, torch.Tensor) else obj
-        if arr.dtype == np.uint8:
-            x = from_uint8(arr, f"{name} of images")
-        elif np.issubdtype(arr.dtype, np.floating):
-            if arr.ndim != 4:
-                raise InputError(f"float images must be [N, C, H, W], got shape {arr.shape}")
-            lo, hi = value_range
-            x = torch.from_numpy((arr.astype(np.float64) - lo) / (hi - lo) * 2 - 1).to(torch.float32)
-        else:
-            raise InputError(f"images must be uint8 or float, got {arr.dtype}")
+        x, float_images = images_from_array(arr, f"the {name}", layout, value_range)
         items_labels = labels
-        float_images = arr.dtype != np.uint8
     else:
         image_col = label_col = None
         if hasattr(obj, "features") and hasattr(obj, "column_names"):  # a Hugging Face dataset
@@ -84,29 +74,17 @@ def from_objects(obj, labels, value_range) -> Dataset:
                 img, lab = item
             else:
                 img, lab = item, None
-            imgs.append(_image_array(img, f"item {i} of the {name}", value_range))
+            imgs.append(_image_array(img, f"item {i} of the {name}", layout))
             labs.append(lab)
-        kinds = {type(a) for a in imgs}
+        kinds = {a.dtype == np.uint8 for a in imgs}
         shapes = {tuple(a.shape) for a in imgs}
         if len(kinds) > 1 or len(shapes) > 1:
             raise InputError(f"the images of the {name} differ in kind or size ({sorted(shapes)[:3]} ...)")
-        x = torch.stack(imgs) if isinstance(imgs[0], torch.Tensor) else from_uint8(np.stack(imgs), name)
+        # Each item is already [C, H, W], so the stack is [N, C, H, W] whatever ``layout`` said.
+        x, float_images = images_from_array(np.stack(imgs), f"the {name}", "nchw", value_range)
         has = [lab is not None for lab in labs]
         if any(has) and not all(has):
             raise InputError(f"some items of the {name} have labels and some do not")
         items_labels = labs if all(has) else labels
-        float_images = isinstance(imgs[0], torch.Tensor)
-    if not bool(torch.isfinite(x).all()):
-        raise InputError(f"the {name}'s images contain NaN or inf")
-    if float_images and tuple(value_range) == (-1.0, 1.0) and float(x.min()) >= 0.0:
-        warnings.warn(f"the {name}'s float images all lie in [0, 1]; they are read as lying in [-1, 1]. If they are "
-                      f"in [0, 1] (as torchvision's ToTensor makes them), pass value_range=(0, 1)", stacklevel=3)
-    if x.min() < -1.0 - 1e-6 or x.max() > 1.0 + 1e-6:
-        raise InputError(f"the {name}'s images lie in [{float(x.min()):.3g}, {float(x.max()):.3g}]: float images "
-                         f"are read as lying in value_range={tuple(value_range)}")
-    y = None
-    if items_labels is not None:
-        y = torch.as_tensor(np.asarray([int(v) for v in items_labels]), dtype=torch.int64)
-        if y.shape != (x.shape[0],):
-            raise InputError(f"labels must be one integer per image ({x.shape[0]}), got {tuple(y.shape)}")
-    return Dataset(x.contiguous(), y, name)
+    y = None if items_labels is None else label_tensor(items_labels, x.shape[0], f"the {name}")
+    return Dataset(x.contiguous(), y, name), float_images

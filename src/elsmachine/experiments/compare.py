@@ -7,14 +7,19 @@ Heun) from the same noise on the same grid, and the machine's final image is com
 
 Results are written as they come and a rerun resumes. Every finished seed is one
 :class:`~elsmachine.results.SeedRecord` under ``seeds/``, written atomically, holding the
-network's image and each machine's image with a key of the settings that made it;
+network's image and each machine's image with a key of the settings that made it, and the key of
+the shared settings;
 ``settings.json`` (:class:`~elsmachine.results.ComparisonSettings`) holds the settings every seed
 shares (the network, sampler, steps, dtype, classes, data) and each machine's. :func:`prepare` checks a
 folder once, before any work: a rerun with other shared settings is refused with a message naming
 the difference; a machine whose own settings changed, or that is new, is (re)computed for every
-seed. The CSV and the summary (:class:`~elsmachine.results.Comparison`) are rebuilt from the seed
-files, so no seed is lost, counted twice, or reported under settings that did not produce it. The
-plots are the caller's (``elsmachine.output.plots.comparison_plots``): experiments draw nothing.
+seed. A seed file that does not belong in the folder (made with other shared settings, under
+another seed's name, with NaN or inf in an image) is refused by name, by a resumed run and by the
+summary alike, rather than recomputed: the folder is the user's, and a file they put there is not
+overwritten on a guess. The CSV and the summary (:class:`~elsmachine.results.Comparison`) are
+rebuilt from the seed files, so no seed is lost, counted twice, or reported under settings that did
+not produce it. The plots are the caller's (``elsmachine.output.plots.comparison_plots``):
+experiments draw nothing.
 """
 
 from __future__ import annotations
@@ -161,11 +166,14 @@ def run_comparison(
     group = group or Group()
     out, classes = run.out, run.classes
     keys = {name: run.settings.key(name) for name in machines}
+    common_key = run.settings.common_key()
     settings_saved = False
     shape = tuple(train_images.shape[1:])
     for seed in seeds:
         path = seed_path(out, seed)
         rec = group.read(path, SeedRecord.load)
+        if rec is not None:  # on every process, which all hold the same record: all refuse alike
+            rec.check(path, common_key=common_key, shape=shape)
         todo = [n for n in machines if rec is None or not rec.made_with(n, keys[n])]
         if not todo:
             if on_seed is not None:
@@ -177,7 +185,7 @@ def run_comparison(
             net_img = run.sampler.run(network, noise, run.steps, labels=lab)
             ni, nd = nearest(net_img, train_images)
             rec = SeedRecord(seed=int(seed), label=-1 if lab is None else int(lab), network=_numpy(net_img),
-                             nearest_index=int(ni[0]), nearest_distance=float(nd[0]))
+                             nearest_index=int(ni[0]), nearest_distance=float(nd[0]), common_key=common_key)
         for name in todo:
             img = run.sampler.run(machines[name], noise, run.steps, labels=lab)
             rec.machines[name] = MachineImage(_numpy(img), keys[name])
@@ -213,17 +221,20 @@ def summarize(out_dir, names: Sequence[str], *, seeds=None, settings: Comparison
     """Rebuild results.csv and summary.json from the seed files of ``out_dir`` and return them as
     a :class:`~elsmachine.results.Comparison`, counting for each machine of ``names`` only the
     images made with its present ``settings`` (default: the folder's settings.json). ``seeds``:
-    only these (default: every seed file)."""
+    only these (default: every seed file). A seed file that does not belong in the folder
+    (:meth:`~elsmachine.results.SeedRecord.check`) is an InputError naming it."""
     out = Path(out_dir)
     names = list(names)
     settings = (settings or ComparisonSettings.load(out)).only(names)
     keys = {n: settings.key(n) for n in names}
+    common_key = settings.common_key()
     wanted = None if seeds is None else {int(s) for s in seeds}
     rows = []
     for f in sorted((out / "seeds").glob("*.npz")):
         rec = SeedRecord.load(f)
         if wanted is not None and rec.seed not in wanted:
             continue
+        rec.check(f, common_key=common_key)
         if not all(rec.made_with(n, keys[n]) for n in names):
             continue
         net = torch.from_numpy(rec.network)[None]

@@ -23,7 +23,7 @@ from ..machines.tracing import SampleTrace
 from ..noise import CosineSchedule
 from ..patch_schedule import PatchSchedule
 from ..sampling import Sampler
-from ..seeds import labels_for_seeds, seed_noise
+from ..seeds import SEED_LIMIT, labels_for_seeds, seed_noise
 from .compare import describe
 
 __all__ = ["SampleSpec", "SampleRun", "run_samples"]
@@ -77,6 +77,8 @@ class SampleSpec:
         for s in seeds:
             if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0:
                 raise InputError(f"seeds must be non-negative integers, got {s!r}")
+            if s >= SEED_LIMIT:  # before any machine is built
+                raise InputError(f"seed {s} is too large: seeds must be below 2**63 = {SEED_LIMIT}")
         set_("seeds", tuple(int(s) for s in seeds))
         if (self.machine is None) == (self.denoiser is None):
             raise InputError("give a machine name or a denoiser, not both and not neither")
@@ -132,7 +134,7 @@ class SampleRun:
 
 def _labels(spec: SampleSpec) -> list[int] | None:
     if spec.machine is not None:
-        return labels_for_seeds(spec.seeds, spec.class_rule, spec.data.classes)
+        return labels_for_seeds(spec.seeds, spec.class_rule, spec.data.classes, names=spec.data.class_names)
     net = spec.denoiser
     if not getattr(net, "takes_labels", False):
         if spec.class_rule not in ("cycle", "none", None):
@@ -158,7 +160,8 @@ def _build(spec: SampleSpec, grid: torch.Tensor):
     if options.get("patch_size") is not None:
         options["patch_size"] = PatchSchedule.parse(options["patch_size"], grid, what="patch schedule")
     return make_machine(spec.machine, spec.data.images, labels=spec.data.labels, schedule=spec.schedule,
-                        memory_budget=spec.memory_budget or DEFAULT_MEMORY_BUDGET, distributed=spec.distributed,
+                        memory_budget=DEFAULT_MEMORY_BUDGET if spec.memory_budget is None else spec.memory_budget,
+                        distributed=spec.distributed,
                         **options)
 
 

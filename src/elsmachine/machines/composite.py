@@ -97,9 +97,7 @@ class FlexCompositeMachine(ScoreMachine):
         if tuple(self.sensitivity.image_size) != (H, W):
             raise InputError(f"the sensitivity {self.sensitivity.source} is of {self.sensitivity.image_size[0]}x"
                              f"{self.sensitivity.image_size[1]} images, the training images are {H}x{W}")
-        if self.sensitivity.schedule != self.schedule.to_dict():
-            raise InputError(f"the sensitivity was measured on the noise schedule {self.sensitivity.schedule}, "
-                             f"the machine uses {self.schedule.to_dict()}")
+        self.sensitivity.check_schedule(self.schedule)
 
     def _denoise_subset(self, x, a, s, k, cls, trace, t=None):
         Y, _ = self._training(x.dtype, x.device, cls)

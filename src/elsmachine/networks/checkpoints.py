@@ -23,8 +23,8 @@ from ..files import file_digest
 from .adapter import NetworkDenoiser
 from .architectures import NetConfig, build_network
 
-__all__ = ["load_network", "FORMAT_VERSION", "BUNDLED_MODELS", "bundled_model_path", "patch_schedule_beside",
-           "PATCH_SCHEDULE_FILE"]
+__all__ = ["load_network", "check_data_fits", "FORMAT_VERSION", "BUNDLED_MODELS", "bundled_model_path",
+           "patch_schedule_beside", "PATCH_SCHEDULE_FILE"]
 
 FORMAT_VERSION = 1
 PATCH_SCHEDULE_FILE = "patch_schedule.json"
@@ -129,3 +129,35 @@ def load_network(path, *, device="cpu", padding: str | None = None, num_classes:
     return NetworkDenoiser(net, takes_labels=n_args == 3, padding=padding, num_classes=num_classes or 0,
                            schedule=None if noise_schedule is None else as_schedule(noise_schedule),
                            meta={"source": str(path), "torchscript": True, "weights_sha256": file_digest(path)})
+
+
+def _image_shape(network) -> tuple[int, int, int] | None:
+    """(C, H, W) of the images ``network`` takes, where its checkpoint records them."""
+    cfg = network.meta.get("network")
+    if isinstance(cfg, dict) and "channels" in cfg and "image_size" in cfg:
+        return int(cfg["channels"]), int(cfg["image_size"]), int(cfg["image_size"])
+    unet = network.meta.get("diffusers")
+    if isinstance(unet, dict) and unet.get("in_channels") and unet.get("sample_size"):
+        size = unet["sample_size"]
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        return int(unet["in_channels"]), int(h), int(w)
+    return None  # a TorchScript file does not say
+
+
+def check_data_fits(network: NetworkDenoiser, dataset) -> None:
+    """Refuse, naming both, a dataset whose images (channels, size) or classes ``network`` cannot
+    take; a network that does not record its image shape is checked for its classes only.
+    Meant to run before any work: otherwise the first network call fails, deep inside it."""
+    source = network.meta.get("source", "(in memory)")
+    C, H, W = dataset.images.shape[1:]
+    shape = _image_shape(network)
+    if shape is not None and shape != (C, H, W):
+        raise InputError(f"dataset {dataset.name} has {C}x{H}x{W} images; the network {source} takes "
+                         f"{shape[0]}x{shape[1]}x{shape[2]} (channels x height x width)")
+    if network.takes_labels:
+        if dataset.labels is None:
+            raise InputError(f"the network {source} is class-conditional but dataset {dataset.name} has no labels")
+        top = max(dataset.classes)
+        if network.num_classes and top >= network.num_classes:
+            raise InputError(f"dataset {dataset.name} has classes up to {top}; the network {source} knows "
+                             f"{network.num_classes} classes (0..{network.num_classes - 1})")

@@ -152,12 +152,13 @@ def train(
 ) -> Path:
     """Train a network on ``data`` and write checkpoints into ``out_dir``; returns the folder.
 
-    ``resume`` continues from ``out_dir/state.safetensors`` (the settings must agree; they are
-    checked before any weights are read). ``autocast``: a lower precision for the forward pass
-    (e.g. torch.bfloat16), or None for full precision. ``init_from``: a checkpoint (folder or
-    bundled name) of the same architecture whose weights a new run starts from. ``on_step``
-    sees {"epoch", "step", "steps", "loss"} after every step. A loss that is not finite stops the
-    run with a RunError; the last checkpoint written before it stays in ``out_dir``.
+    ``resume`` continues from ``out_dir/state.safetensors`` (the settings must agree, and
+    ``cfg.epochs`` may not be fewer than the run has trained; both are checked before any weights
+    are read). ``autocast``: a lower precision for the forward pass (e.g. torch.bfloat16), or
+    None for full precision. ``init_from``: a checkpoint (folder or bundled name) of the same
+    architecture whose weights a new run starts from. ``on_step`` sees {"epoch", "step",
+    "steps", "loss"} after every step. A loss that is not finite stops the run with a RunError;
+    the last checkpoint written before it stays in ``out_dir``.
     """
     out = Path(out_dir)
     schedule = schedule or CosineSchedule()
@@ -204,6 +205,12 @@ def train(
             if old != new:
                 raise InputError(f"cannot resume: the {key} settings differ from those in {out}/state.safetensors "
                                  f"(saved {old}, now {new})")
+        # Fewer epochs than the run already has would record a config its weights do not match.
+        done = int(info["progress"]["step"])
+        if done > cfg.epochs * steps_per_epoch:
+            raise InputError(f"cannot resume {out} with --epochs {cfg.epochs}: it has already trained "
+                             f"{done / steps_per_epoch:g} epochs; give --epochs {math.ceil(done / steps_per_epoch)} "
+                             f"or more")
         if "init_from" in info:
             meta["init_from"] = info["init_from"]
         _load_state(out, net, opt, ema)

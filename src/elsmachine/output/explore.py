@@ -6,7 +6,9 @@ The arrays travel quantised and base64-encoded inside one JSON block:
 
 - samples: x_t and x0_hat at every step as uint8 [S, B, C, H, W]; per step and pixel the
   dominant candidate's training image (uint16 or uint32) and flat source pixel (uint16), its
-  weight (uint8, x/255) and the effective number of candidates (float32);
+  weight (uint8, x/255) and the effective number of candidates (float32), with that number's
+  smallest and largest value over every step and sample (``effective_range``: the one colour
+  scale of its maps, shown beside them);
 - the training images those candidates name, as uint8 [M, C, H, W] with their indices;
 - optionally a comparison folder (the network's and every machine's image per seed, r and R^2)
   and a calibration (the chosen patch size against t and each candidate size's criterion).
@@ -30,7 +32,18 @@ from ..files import atomic_write
 from ..machines.tracing import DOMINANT, SampleTrace
 from ..results import Comparison
 
-__all__ = ["explore_page", "compare_data", "calibration_data"]
+__all__ = ["explore_page", "page_path", "compare_data", "calibration_data"]
+
+PAGE_SUFFIXES = (".html", ".htm")
+
+
+def page_path(path) -> Path:
+    """``path`` if its name ends in .html (or .htm), else an InputError: the page is HTML, and a
+    browser given another suffix shows its source."""
+    path = Path(path)
+    if path.suffix.lower() not in PAGE_SUFFIXES:
+        raise InputError(f"cannot write the explore page as {path.name!r}: give a file name ending in .html")
+    return path
 
 
 def _u8(images) -> np.ndarray:
@@ -88,6 +101,7 @@ def explore_page(out, *, trace: SampleTrace | None = None, images=None, seeds=No
     """Write the page to ``out``. ``trace`` (with the final ``images`` [B, C, H, W], their
     ``seeds`` and ``labels``) and ``train_images`` give the samples section; ``compare`` and
     ``calibration`` (from :func:`compare_data`, :func:`calibration_data`) their sections."""
+    out = page_path(out)
     data: dict = {"title": title, "dominant": DOMINANT, "meta": meta or {}}
     if trace is not None:
         if train_images is None:
@@ -100,6 +114,10 @@ def explore_page(out, *, trace: SampleTrace | None = None, images=None, seeds=No
         if used.size and int(used.max()) >= N:
             raise InputError(f"the trace names training image {int(used.max())}, but the training set has {N}")
         final = trace.x0_hat[-1] if images is None else torch.as_tensor(images)
+        # One scale for every step and sample, so that a colour means the same number of candidates
+        # as the slider moves and across samples.
+        eff = trace.effective[torch.isfinite(trace.effective)]
+        effective_range = [float(eff.min()), float(eff.max())] if eff.numel() else [1.0, 1.0]
         data["samples"] = {
             "count": B, "steps": S, "ts": trace.ts.tolist(), "patch_sizes": trace.patch_sizes.tolist(),
             "padding": trace.padding,
@@ -111,7 +129,7 @@ def explore_page(out, *, trace: SampleTrace | None = None, images=None, seeds=No
             "source_index": _array(used, "uint32"),
             "source_pixel": _array(trace.source_pixel.numpy(), "uint16"),
             "weight": _array(np.round(trace.weight.clamp(0, 1).numpy() * 255), "uint8"),
-            "effective": _array(trace.effective.numpy(), "float32"),
+            "effective": _array(trace.effective.numpy(), "float32"), "effective_range": effective_range,
             "train": _array(_u8(train_images[torch.from_numpy(used.astype(np.int64))]), "uint8"),
         }
     if compare is not None:

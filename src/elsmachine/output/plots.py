@@ -17,7 +17,7 @@ from ..files import atomic_write
 from ..machines.tracing import DOMINANT, SampleTrace
 from ..results import Comparison
 
-__all__ = ["render_mosaic", "source_colour", "comparison_plots"]
+__all__ = ["render_mosaic", "source_colour", "comparison_plots", "COMPARISON_FIGURES"]
 
 
 # Distinct colours for the most used sources, the ones the legend names (matplotlib's tab10
@@ -168,16 +168,28 @@ def render_mosaic(trace: SampleTrace, train_images: torch.Tensor, out_dir, *, st
 
 _LABELS = {"ideal": "IS", "ls": "LS", "els": "ELS"}
 
+# Every figure comparison_plots may write into a comparison folder: those a run does not make are
+# removed, so that no figure is left beside a summary it does not show.
+COMPARISON_FIGURES = ("boxplot.png", "scatter.png", "montage.png")
+
 
 def comparison_plots(folder, comparison: Comparison, train_images: torch.Tensor, *, montage: int = 8) -> list[Path]:
     """Plots of the comparison folder ``folder``, summarised as ``comparison``, written into it: a
     box plot of r per machine (boxplot.png), IS against ELS seed by seed where both ran
     (scatter.png), and a labelled montage of the first ``montage`` seeds (montage.png: the
     network, every machine, the training image nearest to the network's; the images from the
-    folder's seed records). ``train_images`` [N, C, H, W]. Returns the paths."""
+    folder's seed records). ``train_images`` [N, C, H, W]. Returns the paths. A figure of
+    :data:`COMPARISON_FIGURES` this comparison does not make (no ELS or no IS, no montage) is
+    removed from the folder: an earlier run's would no longer match the summary beside it."""
     plt = _pyplot()
     out = Path(folder)
     names = comparison.names
+    shown = list(islice(comparison.records(out), max(montage, 0)))
+    made = {"boxplot.png", *(["scatter.png"] if comparison.els_beats_is is not None else []),
+            *(["montage.png"] if shown else [])}
+    for name in COMPARISON_FIGURES:  # first, so that a failure below leaves no stale figure either
+        if name not in made:
+            (out / name).unlink(missing_ok=True)
     written = []
     label = [_LABELS.get(n, n) for n in names]
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(names), 3.6), dpi=120)
@@ -199,7 +211,6 @@ def comparison_plots(folder, comparison: Comparison, train_images: torch.Tensor,
         ax.set_title(f"{comparison.seeds} seeds; ELS beats IS on {comparison.els_beats_is:.0%}")
         fig.tight_layout()
         written.append(_save(fig, out / "scatter.png"))
-    shown = list(islice(comparison.records(out), max(montage, 0)))
     if shown:
         cols = ["network"] + label + ["nearest training image"]
         fig, axes = plt.subplots(len(shown), len(cols), figsize=(1.1 * len(cols), 1.15 * len(shown) + 0.4), dpi=110,

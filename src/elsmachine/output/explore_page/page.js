@@ -99,10 +99,27 @@
         return c.map((v) => Math.round(v * bright));
       };
     }
+    // The effective number of candidates on one log scale for every step and sample (its range
+    // comes with the data), so that a colour reads as the same number wherever it appears; each
+    // map's legend (.scale) shows that range.
+    const [effLo, effHi] = S.effective_range, logLo = Math.log(effLo), logSpan = Math.log(effHi) - logLo;
     function effectiveRGB(st, bb) {
-      let hi = 1;
-      for (let p = 0; p < HW; p++) hi = Math.max(hi, eff[(st * B + bb) * HW + p]);
-      return (i, j) => ramp(Math.log(Math.max(1, eff[at(st, bb, i, j)])) / Math.log(Math.max(hi, 1.0001)));
+      return (i, j) => {
+        const v = eff[at(st, bb, i, j)];
+        return ramp(logSpan > 0 && v > effLo ? (Math.log(v) - logLo) / logSpan : 0);
+      };
+    }
+    const count = (v) => (v >= 100 ? String(Math.round(v)) : v.toFixed(1));
+    for (const box of document.querySelectorAll("#samples-section .scale")) {
+      const lo = document.createElement("span"), bar = document.createElement("span"), hi = document.createElement("span");
+      lo.className = "scale-min";
+      lo.textContent = count(effLo);
+      bar.className = "scale-bar";
+      bar.style.background = `linear-gradient(to right, ${RAMP.map((c) => `rgb(${c.join(",")})`).join(", ")})`;
+      hi.className = "scale-max";
+      hi.textContent = count(effHi);
+      box.title = `effective number of candidates, log scale: ${count(effLo)} to ${count(effHi)} over every step and sample`;
+      box.append(lo, bar, hi);
     }
     function drawStep() {
       const legend = topSources(s, b, 9).map((e) => e[0]);
