@@ -5,12 +5,21 @@ A schedule gives abar(t) for t in [0, 1], with x_t = a x_0 + s eps, a = sqrt(aba
 abar), and the grid of times a deterministic DDIM run of n steps takes. Two kinds:
 
 - :class:`CosineSchedule`: the paper's legacy cosine, abar(t) = cos(t / 1.008 * pi / 2)^2 (no
-  offset in the numerator, so abar(0) = 1 exactly), on the grid t_j = (n - j) / n.
+  offset in the numerator, so abar(0) = 1 exactly), on the grid t_j = (n - j) / n; a = cos and
+  s = sin of the same angle.
 - :class:`DiscreteSchedule`: any discrete variance-preserving schedule given by the abar of its
   T training timesteps (``alphas_cumprod``, what every diffusers scheduler holds). Training
-  timestep k sits at t = (k + 1) / T, so t = 1 is the noisiest and t = 0 the clean image;
-  between them abar is interpolated linearly in log abar. Its grid for n steps is the one
-  diffusers' ``DDIMScheduler`` takes (its ``timestep_spacing`` and ``steps_offset``), ending at 0.
+  timestep k sits at t = (k + 1) / T, so t = 1 is the noisiest and t = 0 the clean image.
+  Between two training timesteps log sigma_ve = log(s / a) is interpolated linearly in t, as
+  diffusers' ``_sigma_to_t`` and k-diffusion's ``DiscreteSchedule`` do, so the fractional
+  timestep t T - 1 of a noise level is the one diffusers' Karras-sigma schedulers give their
+  model; between t = 0 (sigma_ve = 0) and the first timestep, log abar is. Its grid for n steps
+  is the one diffusers' ``DDIMScheduler`` takes (its ``timestep_spacing`` and ``steps_offset``),
+  ending at 0.
+
+s(t) is computed without forming 1 - abar where abar rounds to 1 (sin for the cosine; s^2 =
+r / (1 + r) with r = sigma_ve^2, or -expm1(log abar), for the discrete), so s(t) > 0 for every
+t > 0 and a denoiser's 1 / s^2 stays finite at t = 1e-9.
 
 The EDM / variance-exploding view of the same process: sigma = s / a and x_VE = x_VP / a.
 "Schedule" alone means the noise schedule; the patch size per step is the *patch schedule*.
@@ -100,10 +109,21 @@ class CosineSchedule(NoiseSchedule):
         if not (self.offset >= 0 and math.isfinite(self.offset)):
             raise InputError(f"CosineSchedule offset must be a finite number >= 0, got {self.offset!r}")
 
+    def _angle(self, t):
+        return t / (1.0 + self.offset) * (math.pi / 2)
+
     def alpha_bar(self, t):
         if isinstance(t, torch.Tensor):
-            return torch.cos(t / (1.0 + self.offset) * (math.pi / 2)) ** 2
-        return math.cos(t / (1.0 + self.offset) * (math.pi / 2)) ** 2
+            return torch.cos(self._angle(t)) ** 2
+        return math.cos(self._angle(t)) ** 2
+
+    def alpha(self, t):
+        """a(t) = cos(t / (1 + offset) * pi / 2)."""
+        return torch.cos(self._angle(t)) if isinstance(t, torch.Tensor) else math.cos(self._angle(t))
+
+    def sigma(self, t):
+        """s(t) = sin(t / (1 + offset) * pi / 2): sqrt(1 - abar) would round to 0 below t ~ 1e-8."""
+        return torch.sin(self._angle(t)) if isinstance(t, torch.Tensor) else math.sin(self._angle(t))
 
     def grid(self, steps: int) -> torch.Tensor:
         return ddim_grid(steps)
@@ -156,6 +176,10 @@ class DiscreteSchedule(NoiseSchedule):
         self.name = name
         # abar at the nodes t = 0, 1/T, ..., 1: the final value, then each timestep's.
         self._nodes = torch.cat([torch.tensor([self.final_alpha_cumprod], dtype=torch.float64), ab])
+        self._log_nodes = self._nodes.clamp_min(1e-300).log()
+        # log sigma_ve^2 = log((1 - abar) / abar) at the nodes: -inf at abar = 1, inf at abar = 0.
+        self._log_ratio = ((1.0 - self._nodes) / self._nodes).log()
+        self._finite_ratio = torch.isfinite(self._log_ratio)
 
     @staticmethod
     def from_betas(kind: str, num_train_timesteps: int = 1000, beta_start: float = 0.0001, beta_end: float = 0.02,
@@ -179,38 +203,68 @@ class DiscreteSchedule(NoiseSchedule):
     def _index(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         u = t.to(torch.float64) * self.T
         near = torch.round(u)
-        u = torch.where((u - near).abs() < _SNAP, near, u)  # a timestep's own time: its own abar
+        # A timestep's own time: its own abar. Never t = 0, the clean image: a time just above it
+        # keeps its (tiny) noise.
+        u = torch.where(((u - near).abs() < _SNAP) & (near > 0), near, u)
         i = u.floor().clamp(0, self.T - 1)
         return i.long(), (u - i).clamp(0, 1)
 
-    def alpha_bar(self, t):
+    def _interpolated(self, t):
+        """abar(t) and 1 - abar(t), float64, each computed without cancelling the other."""
         tt = torch.as_tensor(t, dtype=torch.float64)
         if bool(((tt < 0) | (tt > 1)).any()):
             raise InputError(f"t must lie in [0, 1] for a discrete schedule, got {t}")
         i, f = self._index(tt)
         lo, hi = self._nodes[i], self._nodes[i + 1]
-        log_lo, log_hi = lo.clamp_min(1e-300).log(), hi.clamp_min(1e-300).log()
-        ab = torch.where(f == 0, lo, torch.where(f == 1, hi, torch.exp(log_lo + f * (log_hi - log_lo))))
+        # log sigma_ve linear in t where both ends have a finite one: abar = 1 / (1 + r), 1 - abar =
+        # r / (1 + r) with r = sigma_ve^2 ...
+        lr = self._log_ratio[i] + f * (self._log_ratio[i + 1] - self._log_ratio[i])
+        r = lr.exp()
+        by_ratio = self._finite_ratio[i] & self._finite_ratio[i + 1]
+        # ... else (beside abar = 1 or 0) log abar linear in t, and 1 - abar = -expm1(log abar).
+        la = self._log_nodes[i] + f * (self._log_nodes[i + 1] - self._log_nodes[i])
+        ab = torch.where(by_ratio, 1.0 / (1.0 + r), la.exp())
+        rest = torch.where(by_ratio, r / (1.0 + r), -torch.expm1(la))
+        ab = torch.where(f == 0, lo, torch.where(f == 1, hi, ab))
+        rest = torch.where(f == 0, 1.0 - lo, torch.where(f == 1, 1.0 - hi, rest))
+        return ab, rest
+
+    @staticmethod
+    def _like(t, v: torch.Tensor):
         if isinstance(t, torch.Tensor):
-            return ab.to(t.dtype) if t.is_floating_point() else ab
-        return float(ab)
+            return v.to(t.dtype) if t.is_floating_point() else v
+        return float(v)
+
+    def alpha_bar(self, t):
+        return self._like(t, self._interpolated(t)[0])
+
+    def sigma(self, t):
+        """s(t) = sqrt(1 - abar(t)), 1 - abar computed without cancellation (s > 0 for t > 0)."""
+        return self._like(t, self._interpolated(t)[1].sqrt())
 
     def t_of_sigma_ve(self, sigma):
         """Exact inverse of the interpolation: the node interval holding abar = 1 / (1 + sigma^2),
-        and the point in it (a node's own time where abar is the node's)."""
+        and the point in it (a node's own time where abar is the node's). Between two training
+        timesteps this is diffusers' ``_sigma_to_t``: t T - 1 = k + w, w = (log sigma - log
+        sigma_k) / (log sigma_{k+1} - log sigma_k)."""
         s = torch.as_tensor(sigma, dtype=torch.float64)
-        lt = (1.0 / (1.0 + s * s)).log()
-        logn = self._nodes.clamp_min(1e-300).log()  # decreasing in t
+        lt = -torch.log1p(s * s)  # log abar
+        lr = 2 * s.log()  # log sigma_ve^2
+        logn = self._log_nodes  # decreasing in t
         j = torch.searchsorted(-logn, -lt.reshape(-1)).clamp(1, self.T).reshape(lt.shape)  # logn[j] <= lt
-        lo, hi = logn[j - 1], logn[j]
-        f = torch.where(hi == lo, torch.ones_like(lt), (lt - lo) / (hi - lo)).clamp(0, 1)
+        by_ratio = self._finite_ratio[j - 1] & self._finite_ratio[j]
+        lo = torch.where(by_ratio, self._log_ratio[j - 1], logn[j - 1])
+        hi = torch.where(by_ratio, self._log_ratio[j], logn[j])
+        at = torch.where(by_ratio, lr, lt)
+        f = torch.where(hi == lo, torch.ones_like(lt), (at - lo) / (hi - lo)).clamp(0, 1)
         t = (j - 1 + f) / self.T
         return float(t) if not isinstance(sigma, torch.Tensor) else t
 
     def timestep(self, t):
-        """The training timestep of time t: k = t T - 1 (an integer on the grid's times)."""
+        """The training timestep of time t: k = t T - 1 (an integer on the grid's times; fractional
+        between them, as diffusers' Karras-sigma schedulers pass it)."""
         u = torch.as_tensor(t, dtype=torch.float64) * self.T - 1
-        return torch.where((u - u.round()).abs() < _SNAP, u.round(), u)
+        return torch.where(((u - u.round()).abs() < _SNAP) & (u.round() >= 0), u.round(), u)
 
     def time_of_timestep(self, k):
         """t = (k + 1) / T."""

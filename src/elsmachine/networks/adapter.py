@@ -8,11 +8,18 @@ sample (``"sample"``) or v = a eps - s x_0 (``"v_prediction"``) answers
 so samplers, calibration and metrics treat it exactly like a score machine. Dtype and device
 follow the input: the network runs in x's dtype on x's device (its weights are moved there
 when they differ), so float64 input is computed in float64 throughout.
+
+x0_hat may then be held in range, as diffusers' schedulers do (``DDIMScheduler.step``, step 4):
+clipped to [-r, r] (``clip_sample_range``), or dynamically thresholded (Imagen, Saharia et al.
+2022, sec. 2.3; ``thresholding``): per image, p = the ``ratio`` quantile of |x0_hat| clamped to
+[1, ``sample_max_value``], x0_hat = clamp(x0_hat, -p, p) / p. The noise estimate follows from
+the held x0_hat, eps_hat = (x_t - a x0_hat) / s, as in every denoiser.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 
@@ -38,13 +45,20 @@ class NetworkDenoiser:
         num_classes: classes of a conditional network (0: unknown or unconditional).
         prediction: "epsilon", "sample" or "v_prediction".
         meta: provenance (config, path), carried into results.
+        clip_sample_range: clip x0_hat to [-r, r] (diffusers' ``clip_sample``); None: no clipping.
+        thresholding: (ratio, sample_max_value), diffusers' dynamic thresholding
+            (``thresholding=True``, ``dynamic_thresholding_ratio``, ``sample_max_value``),
+            computed as ``DDIMScheduler._threshold_sample`` computes it; None: none. At most one
+            of the two.
     """
 
     def __init__(self, net, *, takes_labels: bool = False, schedule: NoiseSchedule | None = None,
                  padding: str | None = None, num_classes: int = 0, prediction: str = "epsilon",
-                 meta: dict | None = None) -> None:
+                 meta: dict | None = None, clip_sample_range: float | None = None,
+                 thresholding: tuple[float, float] | None = None) -> None:
         if prediction not in PREDICTIONS:
             raise InputError(f"unknown prediction type {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
+        self.x0_clip = _x0_clip(clip_sample_range, thresholding)
         self.prediction = prediction
         self.net = net
         self.takes_labels = takes_labels
@@ -105,19 +119,43 @@ class NetworkDenoiser:
         return out.to(x.dtype)
 
     def denoise(self, x: torch.Tensor, t, labels=None) -> torch.Tensor:
-        """x0_hat, same dtype and device as x, from the network's prediction."""
+        """x0_hat, same dtype and device as x, from the network's prediction, clipped or
+        thresholded when the denoiser was built so.
+
+        ``ddim_sample`` on a clipping denoiser takes eps_hat = (x_t - a x0_hat) / s from the
+        clipped x0_hat: it reproduces diffusers' ``DDIMScheduler.step(...,
+        use_clipped_model_output=True)`` (GLIDE's step) and ``HeunDiscreteScheduler``'s clipping,
+        not ``DDIMScheduler.step``'s default (what ``DDIMPipeline`` passes), which keeps the
+        network's unclipped eps in the step's direction term: x_t' = a' clip(x0_hat) + s' eps.
+        That step depends on the next time t', which a denoiser is not given."""
         out = self.output(x, t, labels)
         if self.prediction == "sample":
-            return out
+            return self._held(out)
         a, s = (v.view(-1, 1, 1, 1) for v in self.schedule.coefficients(checks.times(t, x.shape[0]), x))
         if self.prediction == "epsilon":
-            return (x - s * out) / a
-        return a * x - s * out  # v = a eps - s x_0
+            return self._held((x - s * out) / a)
+        return self._held(a * x - s * out)  # v = a eps - s x_0
+
+    def _held(self, x0: torch.Tensor) -> torch.Tensor:
+        """x0_hat clipped or thresholded, as diffusers' DDIMScheduler.step does it (step 4)."""
+        if self.x0_clip is None:
+            return x0
+        if "clip_sample_range" in self.x0_clip:
+            r = self.x0_clip["clip_sample_range"]
+            return x0.clamp(-r, r)
+        # Step for step as diffusers' DDIMScheduler._threshold_sample (0.42) computes it, so that
+        # the quantile and the division round as there.
+        dtype = x0.dtype
+        B = x0.shape[0]
+        flat = (x0 if dtype in (torch.float32, torch.float64) else x0.float()).reshape(B, -1)
+        p = torch.quantile(flat.abs(), self.x0_clip["dynamic_thresholding_ratio"], dim=1)
+        p = torch.clamp(p, min=1, max=self.x0_clip["sample_max_value"]).unsqueeze(1)  # 1: plain clipping to [-1, 1]
+        return (torch.clamp(flat, -p, p) / p).reshape(x0.shape).to(dtype)
 
     def eps(self, x: torch.Tensor, t, labels=None) -> torch.Tensor:
         """The predicted noise eps_hat = (x_t - a x0_hat) / s (the network's own output when it
-        predicts the noise)."""
-        if self.prediction == "epsilon":
+        predicts the noise and x0_hat is not clipped)."""
+        if self.prediction == "epsilon" and self.x0_clip is None:
             return self.output(x, t, labels)
         a, s = (v.view(-1, 1, 1, 1) for v in self.schedule.coefficients(checks.times(t, x.shape[0]), x))
         return (x - a * self.denoise(x, t, labels)) / s
@@ -125,8 +163,37 @@ class NetworkDenoiser:
     def describe(self) -> dict:
         """The settings that decide this network's output (for results files)."""
         keep = {k: self.meta[k] for k in ("network", "weights_sha256", "torchscript", "diffusers") if k in self.meta}
-        return {**keep, "conditional": self.takes_labels, "prediction": self.prediction,
+        clip = {} if self.x0_clip is None else {"x0_clip": dict(self.x0_clip)}
+        return {**keep, "conditional": self.takes_labels, "prediction": self.prediction, **clip,
                 "schedule": self.schedule.to_dict()}
 
     def __repr__(self) -> str:
         return f"NetworkDenoiser({self.meta.get('source', type(self.net).__name__)})"
+
+
+def _x0_clip(clip_sample_range, thresholding) -> dict | None:
+    """The checked clipping settings, as results record them (None: x0_hat as predicted)."""
+
+    def number(v, what: str) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise InputError(f"{what} must be a finite number, got {v!r}")
+        return float(v)
+
+    if clip_sample_range is not None and thresholding is not None:
+        raise InputError("give clip_sample_range or thresholding, not both (diffusers' thresholding replaces clipping)")
+    if clip_sample_range is not None:
+        r = number(clip_sample_range, "clip_sample_range")
+        if r <= 0:
+            raise InputError(f"clip_sample_range must be positive, got {r}")
+        return {"clip_sample_range": r}
+    if thresholding is not None:
+        if not isinstance(thresholding, (tuple, list)) or len(thresholding) != 2:
+            raise InputError(f"thresholding must be (ratio, sample_max_value), got {thresholding!r}")
+        ratio = number(thresholding[0], "the dynamic thresholding ratio")
+        top = number(thresholding[1], "sample_max_value")
+        if not 0 <= ratio <= 1:
+            raise InputError(f"the dynamic thresholding ratio is a quantile in [0, 1], got {ratio}")
+        if top <= 0:
+            raise InputError(f"sample_max_value must be positive, got {top}")
+        return {"dynamic_thresholding_ratio": ratio, "sample_max_value": top}
+    return None

@@ -6,6 +6,12 @@ denoiser contract").
   ``.schedule`` is the scheduler's ``alphas_cumprod`` as a :class:`~elsmachine.noise.DiscreteSchedule`
   with the scheduler's timestep spacing and offset, so ``ddim_sample(den, noise, steps=n)`` runs on
   the timesteps diffusers' ``DDIMScheduler`` takes for n steps and takes its very steps (eta = 0).
+  A scheduler that clips (``clip_sample``, diffusers' default) or thresholds (``thresholding``)
+  its x0 estimate gives a denoiser that clips or thresholds x0_hat the same way; DDIM then
+  re-derives eps from the clipped x0_hat, as ``DDIMScheduler.step(...,
+  use_clipped_model_output=True)`` does (see :meth:`NetworkDenoiser.denoise`). Between training
+  timesteps (Heun's levels) the model sees the fractional timestep diffusers' ``_sigma_to_t``
+  gives (the schedule interpolates log sigma as it does).
 - :func:`load_diffusers` reads a folder written by ``save_pretrained``: a pipeline folder with
   ``unet/`` and ``scheduler/``, or a bare UNet folder with a noise schedule given apart.
 - :func:`as_diffusers_model` wraps any denoiser (a machine) as a diffusers-style model,
@@ -74,10 +80,12 @@ def from_diffusers(unet, scheduler, *, meta: dict | None = None) -> NetworkDenoi
         raise InputError("from_diffusers takes a diffusers UNet2DModel and a diffusers scheduler")
     schedule = schedule_of(scheduler)
     cfg = unet.config
-    prediction = scheduler.config.get("prediction_type", "epsilon")
-    if scheduler.config.get("clip_sample", False) or scheduler.config.get("thresholding", False):
-        raise InputError("the scheduler clips or thresholds its x0 estimate; a denoiser returns it unclipped "
-                         "(set clip_sample=False, thresholding=False)")
+    sc = scheduler.config
+    prediction = sc.get("prediction_type", "epsilon")
+    # Thresholding replaces clipping where a scheduler has both (DDIMScheduler.step, step 4).
+    thresholding = ((float(sc.get("dynamic_thresholding_ratio", 0.995)), float(sc.get("sample_max_value", 1.0)))
+                    if sc.get("thresholding", False) else None)
+    clip = float(sc.get("clip_sample_range", 1.0)) if sc.get("clip_sample", False) and thresholding is None else None
     classes = cfg.get("num_class_embeds") or 0
     conditional = classes > 0 or cfg.get("class_embed_type") is not None
     unet.eval()
@@ -85,7 +93,8 @@ def from_diffusers(unet, scheduler, *, meta: dict | None = None) -> NetworkDenoi
     info = {"diffusers": {"unet": type(unet).__name__, "scheduler": type(scheduler).__name__,
                           "sample_size": cfg.get("sample_size"), "in_channels": cfg.get("in_channels")}, **(meta or {})}
     return NetworkDenoiser(_UNetCall(unet, schedule), takes_labels=conditional, schedule=schedule,
-                           num_classes=int(classes), prediction=prediction, meta={"source": type(unet).__name__, **info})
+                           num_classes=int(classes), prediction=prediction, meta={"source": type(unet).__name__, **info},
+                           clip_sample_range=clip, thresholding=thresholding)
 
 
 def load_diffusers(path, *, noise_schedule_spec=None, device="cpu") -> NetworkDenoiser:
@@ -119,7 +128,7 @@ def load_diffusers(path, *, noise_schedule_spec=None, device="cpu") -> NetworkDe
         schedule = noise_schedule(noise_schedule_spec)
         if not isinstance(schedule, DiscreteSchedule):
             raise InputError("a diffusers UNet counts training timesteps: give a discrete noise schedule")
-        scheduler = _scheduler_for(diffusers, schedule)
+        scheduler = _scheduler_for(diffusers, schedule, _x0_settings(noise_schedule_spec))
     weights = next(iter(sorted(unet_dir.glob("*.safetensors")) + sorted(unet_dir.glob("*.bin"))), None)
     meta = {"source": str(path)}
     if weights is not None:
@@ -127,11 +136,34 @@ def load_diffusers(path, *, noise_schedule_spec=None, device="cpu") -> NetworkDe
     return from_diffusers(unet, scheduler, meta=meta)
 
 
-def _scheduler_for(diffusers, schedule: DiscreteSchedule):
-    """A DDIMScheduler holding ``schedule``'s alphas_cumprod exactly."""
+_X0_KEYS = ("clip_sample", "clip_sample_range", "thresholding", "dynamic_thresholding_ratio", "sample_max_value")
+
+
+def _x0_settings(spec) -> dict:
+    """How the diffusers scheduler config that ``spec`` names (its file or folder) clips or
+    thresholds x0, so that a bare UNet with its scheduler's config denoises as the pipeline
+    folder would; nothing for any other noise schedule."""
+    if not isinstance(spec, (str, Path)):
+        return {}
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "scheduler_config.json"
+    if path.suffix != ".json" or not path.is_file():
+        return {}
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}  # noise_schedule() has read it already and named any problem
+    return {k: d[k] for k in _X0_KEYS if k in d} if "num_train_timesteps" in d else {}
+
+
+def _scheduler_for(diffusers, schedule: DiscreteSchedule, x0: dict | None = None):
+    """A DDIMScheduler holding ``schedule``'s alphas_cumprod exactly, clipping or thresholding x0
+    as ``x0`` (keys of ``_X0_KEYS``) says, by default neither."""
     s = diffusers.DDIMScheduler(num_train_timesteps=schedule.T, steps_offset=schedule.steps_offset,
-                                timestep_spacing=schedule.timestep_spacing, clip_sample=False,
-                                set_alpha_to_one=schedule.final_alpha_cumprod == 1.0)
+                                timestep_spacing=schedule.timestep_spacing,
+                                set_alpha_to_one=schedule.final_alpha_cumprod == 1.0,
+                                **{"clip_sample": False, **(x0 or {})})
     s.alphas_cumprod = schedule.alphas_cumprod.clone()
     s.final_alpha_cumprod = torch.tensor(schedule.final_alpha_cumprod, dtype=torch.float64)
     return s
