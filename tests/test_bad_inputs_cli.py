@@ -4,25 +4,11 @@ import warnings
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 import elsmachine as em
-from elsmachine.cli import app
+from helpers import cli, error_line
 
-run = CliRunner()
 SMALL = ["--per-class", "2", "--steps", "2", "-n", "1"]
-
-
-def cli(*args):
-    return run.invoke(app, [str(a) for a in args])
-
-
-def error_line(res) -> str:
-    """The one line a failed command prints, checked to be the only error line and no traceback."""
-    assert res.exit_code != 0, res.output
-    lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in res.output, res.output
-    return lines[0]
 
 
 def test_a_machine_and_a_model_together_are_refused(tmp_path):

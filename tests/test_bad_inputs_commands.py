@@ -3,28 +3,15 @@ before any work, and leaves what is on disk untouched."""
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import elsmachine as em
-from elsmachine.cli import app
 from elsmachine.datasets import Dataset
 from elsmachine.networks.checkpoints import check_data_fits
 from elsmachine.noise import CosineSchedule, DiscreteSchedule
+from helpers import cli, error_line
 
-run = CliRunner()
 TINY_TRAIN = ["train", "--per-class", "2", "--width", "8", "--depth", "2", "--batch-size", "10", "--device", "cpu"]
 SENSITIVITY = ["sensitivity", "--model", "mnist5k-resnet", "--per-class", "2", "--steps", "2", "--inputs", "1"]
-
-
-def cli(*args):
-    return run.invoke(app, [str(a) for a in args])
-
-
-def error_line(res) -> str:
-    """The one line a failed command prints, checked to be the only error line and no traceback."""
-    lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in res.output, res.output
-    return lines[0]
 
 
 # ----------------------------------------------------------------------------- els train

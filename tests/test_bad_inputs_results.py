@@ -6,39 +6,14 @@ import shutil
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 import elsmachine as em
-from elsmachine.cli import app
 from elsmachine.experiments.compare import compare, summarize
 from elsmachine.output.explore import explore_page
 from elsmachine.output.plots import comparison_plots
 from elsmachine.sampling import Sampler
 from elsmachine.results import Comparison, ComparisonSettings, SeedRecord, seed_path, settings_key
-
-runner = CliRunner()
-
-
-def cli(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def error_line(res) -> str:
-    """The one line a failed command prints, checked to be the only error line and no traceback."""
-    lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in res.output, res.output
-    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
-    return lines[0]
-
-
-class FixedSize:
-    """A machine with its patch size fixed, standing in for a network."""
-
-    def __init__(self, m, k):
-        self.m, self.k, self.schedule = m, k, m.schedule
-
-    def denoise(self, x, t, labels=None):
-        return self.m.denoise(x, t, patch_size=self.k, labels=labels)
+from helpers import FixedSize, cli, error_line
 
 
 def _tiny():

@@ -10,6 +10,7 @@ import torch
 
 import elsmachine as em
 from elsmachine.sampling import edm_sigmas
+from helpers import FixedSize
 
 
 def test_edm_levels_follow_karras_eq_5():
@@ -76,15 +77,6 @@ def test_heun_refuses_bad_levels(data):
 
 
 # ----------------------------------------------------------------------------- Heun in the commands
-class FixedSize:
-    """A machine with its patch size fixed, standing in for a network."""
-
-    def __init__(self, m, k):
-        self.m, self.k, self.schedule = m, k, m.schedule
-
-    def denoise(self, x, t, labels=None):
-        return self.m.denoise(x, t, patch_size=self.k, labels=labels)
-
 
 def test_calibration_on_heun_finds_the_size_at_heuns_times_and_heun_uses_it_exactly():
     from elsmachine.experiments.calibrate import calibrate

@@ -18,6 +18,7 @@ from elsmachine.experiments.calibrate import calibrate
 from elsmachine.experiments.compare import compare
 from elsmachine.networks import NetConfig, build_network, load_network
 from elsmachine.networks.training import TrainConfig, train
+from helpers import FixedSize
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -216,15 +217,6 @@ def test_torchscript_networks_load(tmp_path):
 
 
 # ----------------------------------------------------------------------------- calibration
-class FixedSize:
-    """A machine with its patch size fixed, standing in for a network."""
-
-    def __init__(self, m, k):
-        self.m, self.k, self.schedule = m, k, m.schedule
-
-    def denoise(self, x, t, labels=None):
-        return self.m.denoise(x, t, patch_size=self.k, labels=labels)
-
 
 def test_calibrating_a_machine_against_itself_finds_its_size():
     ds = em.load_dataset("mnist5k", per_class=4)

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import elsmachine as em
 from elsmachine.cli import app
@@ -24,29 +23,7 @@ from elsmachine.experiments.novelty import novelty
 from elsmachine.networks import NetConfig
 from elsmachine.networks.training import TrainConfig, train
 from elsmachine.files import load_samples
-
-run = CliRunner()
-
-
-def cli(*args):
-    return run.invoke(app, [str(a) for a in args])
-
-
-def error_line(res) -> str:
-    """The one line a failed command prints, checked to be the only error line and no traceback."""
-    lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in res.output, res.output
-    return lines[0]
-
-
-class FixedSize:
-    """A machine with its patch size fixed, standing in for a network."""
-
-    def __init__(self, m, k):
-        self.m, self.k, self.schedule = m, k, m.schedule
-
-    def denoise(self, x, t, labels=None):
-        return self.m.denoise(x, t, patch_size=self.k, labels=labels)
+from helpers import FixedSize, cli, error_line
 
 
 # ----------------------------------------------------------------------------- 1. comparison settings

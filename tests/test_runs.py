@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import elsmachine as em
 from elsmachine.cli import app
@@ -16,20 +15,9 @@ from elsmachine.files import load_samples
 from elsmachine.machines import MACHINES
 from elsmachine.noise import CosineSchedule, ddim_grid
 from elsmachine.patch_schedule import PRESETS, as_patch_schedule, resolve_patch_sizes
+from helpers import cli, error_line
 
-run = CliRunner()
 SMALL = ["--per-class", "2", "--steps", "3"]  # 20 training images, 3 steps: each run well under a second
-
-
-def cli(*args):
-    return run.invoke(app, [str(a) for a in args])
-
-
-def error_line(res) -> str:
-    """The one line a failed command prints, checked to be the only error line and no traceback."""
-    lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in res.output, res.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
