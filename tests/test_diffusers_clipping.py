@@ -1,7 +1,8 @@
 """diffusers' schedulers that clip (``clip_sample``, DDIMScheduler's default) or dynamically
 threshold (``thresholding``) their x0 estimate: the denoiser from ``from_diffusers`` holds x0_hat
-the same way, records it, and ``ddim_sample`` on it reproduces diffusers' own DDIM loop with the
-noise re-derived from the clipped x0 (``use_clipped_model_output=True``)."""
+the same way, records it, and ``ddim_sample`` on it reproduces diffusers' own DDIM loop, with the
+network's own noise estimate in the step (diffusers' default, ``DDIMPipeline``'s) or the one
+re-derived from the clipped x0 (``use_clipped_model_output=True``)."""
 
 import pytest
 import torch
@@ -41,9 +42,10 @@ HOLDS = {"clip": {"clip_sample": True},  # DDIMScheduler's default
          "threshold": {"thresholding": True, "dynamic_thresholding_ratio": 0.9, "sample_max_value": 1.5}}
 
 
+@pytest.mark.parametrize("clipped_eps", [False, True])
 @pytest.mark.parametrize("hold", sorted(HOLDS))
 @pytest.mark.parametrize("dtype,bound", [(torch.float32, 2e-5), (torch.float64, 1e-10)])
-def test_ddim_sample_reproduces_diffusers_ddim_loop_with_x0_clipped(hold, dtype, bound):
+def test_ddim_sample_reproduces_diffusers_ddim_loop_with_x0_clipped(hold, dtype, bound, clipped_eps):
     for conditional, prediction, beta in ((False, "epsilon", "linear"), (True, "v_prediction", "scaled_linear"),
                                           (False, "sample", "squaredcos_cap_v2")):
         unet = tiny_unet(conditional).to(dtype)
@@ -54,12 +56,17 @@ def test_ddim_sample_reproduces_diffusers_ddim_loop_with_x0_clipped(hold, dtype,
             s = diffusers.DDIMScheduler(beta_schedule=beta, prediction_type=prediction, **kw)
             return in_float64(s) if dtype == torch.float64 else s
 
-        expect = diffusers_ddim(unet, scheduler(**HOLDS[hold]), noise, 10, labels)
-        got = em.ddim_sample(em.from_diffusers(unet, scheduler(**HOLDS[hold])), noise, steps=10, labels=labels)
+        hold_kw = HOLDS[hold]
+        expect = diffusers_ddim(unet, scheduler(**hold_kw), noise, 10, labels, use_clipped_model_output=clipped_eps)
+        den = em.from_diffusers(unet, scheduler(**HOLDS[hold]), use_clipped_model_output=clipped_eps)
+        got = em.ddim_sample(den, noise, steps=10, labels=labels)
         assert got.dtype == dtype
         assert float((got - expect).norm() / expect.norm()) < bound, (conditional, prediction)
         free = diffusers_ddim(unet, scheduler(clip_sample=False), noise, 10, labels)
         assert float((free - expect).norm() / expect.norm()) > 1e-2  # the clipping did act
+        other = diffusers_ddim(unet, scheduler(**hold_kw), noise, 10, labels, use_clipped_model_output=not clipped_eps)
+        if prediction != "sample":  # a sample-predicting network has no noise estimate of its own
+            assert float((other - expect).norm() / expect.norm()) > 1e-3  # the two steps differ
 
 
 def test_the_default_ddim_scheduler_gives_a_clipping_denoiser_that_records_it():

@@ -101,13 +101,14 @@ def ddim_sample(
         t, t_next = float(grid[i]), float(grid[i + 1])
         kw = {} if sizes is None else {"patch_size": sizes[i]}
         x_in = x.to(dtype)
-        x0 = _call(denoiser, x_in, t, labels, kw, i)
+        x0, eps = _call(denoiser, x_in, t, labels, kw, i, with_eps=True)
         x0d = x0.to(torch.float64)
         if t_next == 0.0 and schedule.sigma(0.0) == 0.0:  # the clean image: the last x0_hat itself
             x_next = x0d
         else:
             a, s = schedule.alpha(t), schedule.sigma(t)
-            x_next = schedule.alpha(t_next) * x0d + schedule.sigma(t_next) * ((x - a * x0d) / s)
+            eps = (x - a * x0d) / s if eps is None else eps.to(torch.float64)
+            x_next = schedule.alpha(t_next) * x0d + schedule.sigma(t_next) * eps
         if callback is not None:
             callback({"i": i, "t": t, "t_next": t_next, "x": x_in, "x0_hat": x0, "x_next": x_next.to(dtype),
                       "patch_size": None if sizes is None else sizes[i]})
@@ -132,14 +133,20 @@ def _checked(denoiser, noise, schedule):
     return schedule
 
 
-def _call(denoiser, x_in, t, labels, kw, i):
-    x0 = denoiser.denoise(x_in, t, labels=labels, **kw)
+def _call(denoiser, x_in, t, labels, kw, i, *, with_eps: bool = False):
+    """The denoiser's x0_hat at x_in, checked; ``with_eps``: (x0_hat, eps_hat or None), eps_hat
+    from a denoiser whose DDIM noise estimate is its own (``denoise_eps``, a held network's)."""
+    eps = None
+    if with_eps and hasattr(denoiser, "denoise_eps") and not kw:
+        x0, eps = denoiser.denoise_eps(x_in, t, labels=labels)
+    else:
+        x0 = denoiser.denoise(x_in, t, labels=labels, **kw)
     if not isinstance(x0, torch.Tensor) or x0.shape != x_in.shape:
         raise InputError(f"{denoiser_name(denoiser)} returned {getattr(x0, 'shape', type(x0).__name__)} "
                          f"for x of shape {tuple(x_in.shape)}")
-    if not bool(torch.isfinite(x0).all()):
+    if not bool(torch.isfinite(x0).all()) or (eps is not None and not bool(torch.isfinite(eps).all())):
         raise RunError(f"{denoiser_name(denoiser)} returned NaN or inf at step {i} (t = {t:g})")
-    return x0
+    return (x0, eps) if with_eps else x0
 
 
 def edm_sigmas(steps: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:

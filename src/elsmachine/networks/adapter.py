@@ -50,15 +50,21 @@ class NetworkDenoiser:
             (``thresholding=True``, ``dynamic_thresholding_ratio``, ``sample_max_value``),
             computed as ``DDIMScheduler._threshold_sample`` computes it; None: none. At most one
             of the two.
+        clipped_eps: where x0_hat is held, whether a DDIM step's noise estimate follows from the
+            held x0_hat (diffusers' ``use_clipped_model_output=True``) or is the network's own
+            (False: diffusers' default step, what ``DDIMPipeline`` runs; see :meth:`denoise_eps`).
     """
 
     def __init__(self, net, *, takes_labels: bool = False, schedule: NoiseSchedule | None = None,
                  padding: str | None = None, num_classes: int = 0, prediction: str = "epsilon",
                  meta: dict | None = None, clip_sample_range: float | None = None,
-                 thresholding: tuple[float, float] | None = None) -> None:
+                 thresholding: tuple[float, float] | None = None, clipped_eps: bool = True) -> None:
         if prediction not in PREDICTIONS:
             raise InputError(f"unknown prediction type {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
         self.x0_clip = _x0_clip(clip_sample_range, thresholding)
+        if not isinstance(clipped_eps, bool):
+            raise InputError(f"clipped_eps must be True or False, got {clipped_eps!r}")
+        self.clipped_eps = clipped_eps
         self.prediction = prediction
         self.net = net
         self.takes_labels = takes_labels
@@ -120,21 +126,27 @@ class NetworkDenoiser:
 
     def denoise(self, x: torch.Tensor, t, labels=None) -> torch.Tensor:
         """x0_hat, same dtype and device as x, from the network's prediction, clipped or
-        thresholded when the denoiser was built so.
+        thresholded when the denoiser was built so."""
+        return self.denoise_eps(x, t, labels)[0]
 
-        ``ddim_sample`` on a clipping denoiser takes eps_hat = (x_t - a x0_hat) / s from the
-        clipped x0_hat: it reproduces diffusers' ``DDIMScheduler.step(...,
-        use_clipped_model_output=True)`` (GLIDE's step) and ``HeunDiscreteScheduler``'s clipping,
-        not ``DDIMScheduler.step``'s default (what ``DDIMPipeline`` passes), which keeps the
-        network's unclipped eps in the step's direction term: x_t' = a' clip(x0_hat) + s' eps.
-        That step depends on the next time t', which a denoiser is not given."""
+    def denoise_eps(self, x: torch.Tensor, t, labels=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(x0_hat, eps_hat) for a DDIM step x_t' = a' x0_hat + s' eps_hat; eps_hat None where it
+        follows from x0_hat, (x_t - a x0_hat) / s. A denoiser that holds x0_hat with
+        ``clipped_eps=False`` gives the network's own unheld noise estimate, as diffusers'
+        ``DDIMScheduler.step`` does by default (``DDIMPipeline``): x_t' = a' clip(x0_hat) + s' eps.
+        ``ddim_sample`` takes it from here; Heun's step uses x0_hat alone, as
+        ``HeunDiscreteScheduler`` does."""
         out = self.output(x, t, labels)
-        if self.prediction == "sample":
-            return self._held(out)
         a, s = (v.view(-1, 1, 1, 1) for v in self.schedule.coefficients(checks.times(t, x.shape[0]), x))
-        if self.prediction == "epsilon":
-            return self._held((x - s * out) / a)
-        return self._held(a * x - s * out)  # v = a eps - s x_0
+        if self.prediction == "sample":
+            x0, eps = out, None
+        elif self.prediction == "epsilon":
+            x0, eps = (x - s * out) / a, out
+        else:  # v = a eps - s x_0
+            x0, eps = a * x - s * out, a * out + s * x
+        if self.x0_clip is None or self.clipped_eps:
+            return self._held(x0), None
+        return self._held(x0), eps if eps is not None else (x - a * x0) / s
 
     def _held(self, x0: torch.Tensor) -> torch.Tensor:
         """x0_hat clipped or thresholded, as diffusers' DDIMScheduler.step does it (step 4)."""
@@ -163,7 +175,8 @@ class NetworkDenoiser:
     def describe(self) -> dict:
         """The settings that decide this network's output (for results files)."""
         keep = {k: self.meta[k] for k in ("network", "weights_sha256", "torchscript", "diffusers") if k in self.meta}
-        clip = {} if self.x0_clip is None else {"x0_clip": dict(self.x0_clip)}
+        clip = {} if self.x0_clip is None else {"x0_clip": dict(self.x0_clip),
+                                                 "eps": "from the held x0_hat" if self.clipped_eps else "the network's"}
         return {**keep, "conditional": self.takes_labels, "prediction": self.prediction, **clip,
                 "schedule": self.schedule.to_dict()}
 

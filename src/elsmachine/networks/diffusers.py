@@ -73,8 +73,12 @@ class _UNetCall(torch.nn.Module):
         return self.unet(x, k.to(x.device), class_labels=labels).sample
 
 
-def from_diffusers(unet, scheduler, *, meta: dict | None = None) -> NetworkDenoiser:
-    """A ``UNet2DModel`` and its scheduler as a denoiser that follows the contract."""
+def from_diffusers(unet, scheduler, *, meta: dict | None = None,
+                   use_clipped_model_output: bool = False) -> NetworkDenoiser:
+    """A ``UNet2DModel`` and its scheduler as a denoiser that follows the contract. Where the
+    scheduler clips or thresholds x0_hat, ``use_clipped_model_output`` is ``DDIMScheduler.step``'s
+    option of that name: False (its default, what ``DDIMPipeline`` runs) keeps the network's own
+    noise estimate in a DDIM step, True derives it from the held x0_hat."""
     _diffusers()
     if not hasattr(unet, "config") or not hasattr(scheduler, "config"):
         raise InputError("from_diffusers takes a diffusers UNet2DModel and a diffusers scheduler")
@@ -94,7 +98,8 @@ def from_diffusers(unet, scheduler, *, meta: dict | None = None) -> NetworkDenoi
                           "sample_size": cfg.get("sample_size"), "in_channels": cfg.get("in_channels")}, **(meta or {})}
     return NetworkDenoiser(_UNetCall(unet, schedule), takes_labels=conditional, schedule=schedule,
                            num_classes=int(classes), prediction=prediction, meta={"source": type(unet).__name__, **info},
-                           clip_sample_range=clip, thresholding=thresholding)
+                           clip_sample_range=clip, thresholding=thresholding,
+                           clipped_eps=bool(use_clipped_model_output))
 
 
 def load_diffusers(path, *, noise_schedule_spec=None, device="cpu") -> NetworkDenoiser:
