@@ -106,3 +106,8 @@ def test_a_class_is_named_by_its_folder_on_the_command_line(tmp_path):
     assert em.files.load_samples(tmp_path / "d.npz")["labels"].tolist() == [1, 1]
     assert "'birds' is not a class: the classes are 0 'cats', 1 'dogs'" in \
         error_line(cli(*base, "--class", "birds", "-o", tmp_path / "b.png"))
+
+
+def test_missing_dataset_files_name_the_command_line_options(tmp_path):
+    line = error_line(cli("sample", "--dataset", "mnist", "--root", tmp_path, "-o", tmp_path / "x.png"))
+    assert "--root" in line and "--download" in line
