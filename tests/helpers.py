@@ -30,3 +30,15 @@ class FixedSize:
 
     def denoise(self, x, t, labels=None):
         return self.m.denoise(x, t, patch_size=self.k, labels=labels)
+
+
+def tiny_unet(conditional=False, size=8):
+    """A small diffusers UNet2DModel (1 channel, 3 classes when conditional), seeded."""
+    import diffusers
+    import torch
+
+    torch.manual_seed(0)
+    return diffusers.UNet2DModel(
+        sample_size=size, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4,
+        num_class_embeds=3 if conditional else None)

@@ -9,16 +9,9 @@ import torch
 from typer.testing import CliRunner
 
 import elsmachine as em
+from helpers import tiny_unet
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers is an optional extra: pip install 'elsmachine[diffusers]'")
-
-
-def tiny_unet(conditional=False, size=8):
-    torch.manual_seed(0)
-    return diffusers.UNet2DModel(
-        sample_size=size, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4,
-        num_class_embeds=3 if conditional else None)
 
 
 def diffusers_ddim(unet, scheduler, noise, steps, labels=None):
