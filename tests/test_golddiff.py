@@ -26,7 +26,7 @@ def test_the_subset_is_chosen_coarse_to_fine_and_the_softmax_runs_over_it(data):
         loc = 1 - sched.sigma(t)
         assert (m, k_max, k) == (round(10 + 30 * loc), 10, max(4, round(10 - 6 * loc)))
         for b in range(2):
-            sub = g.subset(x[b], t)
+            sub = g.chosen(x[b], t)
             gen = g._generator(x[b], t, None)
             pre = torch.randperm(40, generator=gen)[:m].tolist()
             assert sub.tolist() == ref.golddiff_subset(x[b], t, Y, pre, k_max, k, factor=2)
@@ -42,7 +42,7 @@ def test_golddiff_is_a_function_of_its_query_seed_and_class(data):
     whole = g.denoise(x, 0.5, q)
     for b in range(3):  # alone, or in another batch: the same subset and the same answer
         torch.testing.assert_close(g.denoise(x[b : b + 1], 0.5, q[b : b + 1]), whole[b : b + 1], rtol=0, atol=0)
-    assert torch.equal(g.subset(x[0].float(), 0.5, 2), g.subset(x[0], 0.5, 2))
+    assert torch.equal(g.chosen(x[0].float(), 0.5, 2), g.chosen(x[0], 0.5, 2))
     assert torch.equal(em.make_machine("golddiff", Y, labels=labels, low_res=2, seed=3).denoise(x, 0.5, q), whole)
     other = em.make_machine("golddiff", Y, labels=labels, low_res=2, k_min=1, k_max=2, seed=4)
     assert not torch.equal(other.denoise(x, 0.9, q), whole)

@@ -9,6 +9,7 @@ of the seed alone, so ``--seed 3`` gives the same image in ``els sample``, ``els
 
 from __future__ import annotations
 
+import hashlib
 import numbers
 from typing import Sequence
 
@@ -16,7 +17,7 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["seed_noise", "class_of_seed", "labels_for_seeds", "SEED_LIMIT"]
+__all__ = ["seed_noise", "class_of_seed", "labels_for_seeds", "query_generator", "SEED_LIMIT"]
 
 # Seeds are saved with the images they made as int64 (samples.npz, per-seed records), and some
 # torch versions take no larger seed, so 2**63 and above would fail after the sampling is done.
@@ -39,6 +40,16 @@ def seed_noise(seeds: Sequence[int], shape: tuple[int, int, int], *, dtype=torch
         g = torch.Generator().manual_seed(int(s))
         out.append(torch.randn(shape, generator=g, dtype=torch.float64))
     return torch.stack(out).to(device=device, dtype=dtype)
+
+
+def query_generator(seed: int, t: float, cls, query: torch.Tensor) -> torch.Generator:
+    """A CPU generator seeded from (seed, t, class, the query's float64 bytes): the randomness of a
+    machine that draws (GoldDiff's pre-sampled images, the smoothed machine's perturbations) is
+    then a function of its query, whatever batch or process the query comes in."""
+    h = hashlib.sha256()
+    h.update(f"{seed}|{float(t)!r}|{cls}".encode())
+    h.update(query.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+    return torch.Generator().manual_seed(int.from_bytes(h.digest()[:8], "little") & (SEED_LIMIT - 1))
 
 
 def class_of_seed(seed: int, classes: Sequence[int]) -> int:

@@ -48,7 +48,7 @@ class BenchConfig:
     radius: int | None = None  # approximate mode: candidates within this many pixels of the query
     dtype: str = "float32"
     device: str = "cpu"
-    backend: str = "auto"  # the engine of LS, ELS and IS (auto, native, triton, fused, explicit)
+    backend: str = "auto"  # the engine of LS and ELS (auto, native, triton, triton-direct, triton-displacement, fused, explicit)
 
 
 # The bench machines timed against a straightforward implementation: those run_one has one for.
@@ -88,8 +88,9 @@ def bench_grid(machines: list[str], ns: list[int], batches: list[int], *, steps:
             raise InputError(f"unknown engine backend {be!r}; choose from {', '.join(BACKENDS)}")
     if any(r < 0 for r in radii):
         raise InputError(f"--approx-radius takes non-negative integers, got {radii}")
-    if "triton" in backends and torch.device(device).type != "cuda":
-        raise InputError(f"the triton backend needs a CUDA device; give --device cuda (not {device})")
+    gpu_only = [be for be in backends if be.startswith("triton")]
+    if gpu_only and torch.device(device).type != "cuda":
+        raise InputError(f"the {gpu_only[0]} backend needs a CUDA device; give --device cuda (not {device})")
     _check_configs(baseline, "--baseline", BASELINE_MACHINES)
     _check_configs(skip, "--skip", BENCH_MACHINES)
     cfgs = [BenchConfig(machine=m, n=n, batch=b, steps=steps, baseline=f"{m}:{n}:{b}" in baseline, device=device,
@@ -194,6 +195,9 @@ def run_one(cfg: BenchConfig) -> dict:
     res = {**asdict(cfg), "seconds": seconds, "seconds_per_sample": seconds / cfg.batch, "pairs": pairs,
            "pairs_per_s": pairs / seconds, "gflops": flops / seconds / 1e9,
            "peak_mb": _peak_rss_mb(), "backend": _backend(m, noise)}
+    how = m.engine_report() if hasattr(m, "engine_report") else {}
+    if how:  # the Triton forms timed against each other at each patch size
+        res["engine"] = how
     if name in ("ls", "els") and (dev.type != "cpu" or (cfg.baseline and name == "els")):
         # Fidelity of the fast path: the same samples computed in float64 on the same engine
         # (on a GPU always; on the CPU beside the baseline).
@@ -239,7 +243,9 @@ def _backend(m, x) -> str:
     or, for the peers, their own form (masked products, box sums, statistics)."""
     if hasattr(m, "engine_name"):
         name = m.engine_name(x)
-        return "triton" if name == "Triton" else name
+        if name.startswith("Triton"):
+            return {"Triton": "triton-direct", "Triton displacement": "triton-displacement"}.get(name, "triton by size")
+        return name
     return {"nearest": "distances", "wiener": "eigenbasis", "stationary": "fourier", "pspc": "box sums",
             "pspc-flex": "masked"}.get(m.name, m.declaration.form)
 

@@ -21,7 +21,7 @@ def bench(
     approx: str = typer.Option("", help="Approximate mode: also run ELS zeros, batch 1, for each N larger than K, with candidates from the K nearest images (comma list of K, e.g. 64,256; multiples of 64 fill the kernel blocks), against exact."),
     approx_radius: str = typer.Option("", help="Approximate mode: also run ELS zeros, batch 4, with candidates only within this many pixels of the query along each axis (comma list, e.g. 4,8), against exact."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N: where the machines run."),
-    backend: str = typer.Option("auto", help="Engines of LS and ELS to time, comma list of auto, native, triton, fused, explicit (each is a row)."),
+    backend: str = typer.Option("auto", help="Engines of LS and ELS to time, comma list of auto, native, triton, triton-direct, triton-displacement, fused, explicit (each is a row; triton times its two forms per patch size and keeps the faster)."),
     quick: bool = flag("--quick", help="A tiny run (N = 64, batch 1 and 2, 4 steps) that checks the benchmark itself."),
     out: Path = typer.Option(Path("bench.json"), "--out", "-o", help="The JSON report to write."),
 ):
@@ -76,6 +76,11 @@ def bench(
             print(f"approximate ELS ({what}): {r['approx_speedup']:.1f}x faster than exact; "
                   f"final samples against exact: median r^2 {r['approx_median_r2']:.5f}, smallest {r['approx_min_r2']:.5f}"
                   + ("" if r["approx_min_r2"] >= 0.999 else " (below 0.999: not recommended)"))
+        for where, how in r.get("engine", {}).items():
+            for k, rec in how.get("triton", {}).items():
+                times = ", ".join(f"{form} {1e3 * sec:.2f} ms" for form, sec in rec["seconds"].items())
+                print(f"{r['machine']} N={r['n']} batch {r['batch']} on {where}, patch size {k}: Triton forms on "
+                      f"{rec['probe_images']} images: {times}; kept {rec['form']}")
         if "fidelity_max_abs" in r:
             print(f"{r['machine']} ({r['backend']}) N={r['n']} batch {r['batch']}: float32 samples against float64: "
                   f"max |difference| {r['fidelity_max_abs']:.2e}, smallest r^2 {r['fidelity_min_r2']:.8f}"

@@ -174,6 +174,14 @@ class Sharded:
     def several_sizes(self) -> bool:
         return getattr(self.inner, "several_sizes", False)
 
+    @property
+    def max_sizes(self) -> int:
+        return self.inner.max_sizes
+
+    def report(self) -> dict:
+        own = getattr(self.inner, "report", None)
+        return (own() if callable(own) else {}) or {}
+
     def stream(self, queries, bank, *, trace: bool) -> SoftmaxState:
         state = self.inner.stream(queries, bank, trace=trace)
         gather_merge_(state)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -102,16 +103,40 @@ class Engine(Protocol):
 class Fallback:
     """``primary`` until it fails on this device, then ``secondary`` for good, with one warning
     (a GPU kernel whose compiler or driver fails here). An :class:`InputError` is the caller's and
-    passes through; with ``strict`` any failure is one :class:`RunError`."""
+    passes through; with ``strict`` any failure is one :class:`RunError`. Several patch sizes in
+    one pass go to ``primary`` where it takes them; after a failure the secondary streams them
+    size by size."""
 
     def __init__(self, primary, secondary, *, strict: bool = False) -> None:
         self.primary, self.secondary, self.strict = primary, secondary, strict
         self.failed = False
-        self.several_sizes = False
 
     @property
     def name(self) -> str:
         return self.secondary.name if self.failed else self.primary.name
+
+    @property
+    def several_sizes(self) -> bool:
+        return not self.failed and getattr(self.primary, "several_sizes", False)
+
+    @property
+    def max_sizes(self) -> int:
+        return self.primary.max_sizes
+
+    def report(self) -> dict:
+        """What the primary states about how it chose itself (forms timed against each other), if anything."""
+        own = getattr(self.primary, "report", None)
+        return (own() if callable(own) else {}) or {}
+
+    def _fail(self, e: Exception, queries) -> None:
+        where = getattr(queries, "device", "this device")
+        if self.strict or self.secondary is None:
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise RunError(f"the {self.primary.name} kernel failed on {where}: {type(e).__name__}: "
+                           f"{first}") from None
+        warnings.warn(f"the {self.primary.name} kernel failed on {where} ({type(e).__name__}); using the "
+                      f"{self.secondary.name} form instead", stacklevel=5)
+        self.failed = True
 
     def stream(self, queries, bank: Bank, *, trace: bool) -> SoftmaxState:
         if not self.failed:
@@ -120,12 +145,16 @@ class Fallback:
             except InputError:
                 raise
             except Exception as e:  # noqa: BLE001 - the kernel's compiler or driver, on this device
-                where = getattr(queries, "device", "this device")
-                if self.strict or self.secondary is None:
-                    first = str(e).splitlines()[0] if str(e) else ""
-                    raise RunError(f"the {self.primary.name} kernel failed on {where}: {type(e).__name__}: "
-                                   f"{first}") from None
-                warnings.warn(f"the {self.primary.name} kernel failed on {where} ({type(e).__name__}); using the "
-                              f"{self.secondary.name} form instead", stacklevel=4)
-                self.failed = True
+                self._fail(e, queries)
         return self.secondary.stream(queries, bank, trace=trace)
+
+    def stream_sizes(self, queries, bank: Bank) -> SoftmaxState:
+        """The states of the sizes ``queries.k``, stacked as the primary's ``stream_sizes`` gives them."""
+        if not self.failed:
+            try:
+                return self.primary.stream_sizes(queries, bank)
+            except InputError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the kernel's compiler or driver, on this device
+                self._fail(e, queries)
+        return SoftmaxState.cat([self.secondary.stream(replace(queries, k=k), bank, trace=False) for k in queries.k])

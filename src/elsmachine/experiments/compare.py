@@ -43,10 +43,13 @@ from .metrics import AS_REPORTED, METRICS, image_metrics, nearest
 __all__ = ["ComparisonRun", "prepare", "compare", "run_comparison", "summarize", "describe"]
 
 
-def describe(denoiser) -> dict:
-    """The settings that decide a denoiser's output, as recorded with results."""
+def describe(denoiser, *, how: bool = False) -> dict:
+    """The settings that decide a denoiser's output, as recorded with results; ``how`` keeps what
+    a machine states about how it ran ("engine": the GPU forms timed against each other), which
+    decides nothing beyond rounding and so stays out of settings keys."""
     if hasattr(denoiser, "describe"):
-        return denoiser.describe()
+        d = denoiser.describe()
+        return d if how else {k: v for k, v in d.items() if k != "engine"}
     return {"denoiser": denoiser_name(denoiser), "schedule": getattr(getattr(denoiser, "schedule", None), "to_dict",
                                                                       lambda: None)()}
 

@@ -207,7 +207,7 @@ def run_samples(spec: SampleSpec, *, on_step: Callable[[dict], None] | None = No
         "device": str(spec.device),
         "class": spec.class_rule,
         "seconds": round(seconds, 3),
-        "denoiser": describe(den),
+        "denoiser": describe(den, how=True),
     }
     return SampleRun(images=images, seeds=list(spec.seeds), labels=labels, trace=trace, denoiser=den,
                      patch_sizes=sizes, seconds=seconds, meta=meta)

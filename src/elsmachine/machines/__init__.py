@@ -13,6 +13,7 @@ of which candidates a pixel sees.
 - The candidates beyond ELS: :mod:`.tempered`, :mod:`.els_tempered`, :mod:`.els_soft`,
   :mod:`.els_border`, and those that follow ELS with a step (:mod:`.followed`):
   :mod:`.wiener_els`, :mod:`.els_attention`.
+- :mod:`.subset`: the opt-in subset mode of the softmax machines, with its bound.
 - :mod:`.tracing`: a machine wrapped to record where every pixel comes from.
 - :mod:`.registry`: every declared machine by name, found by importing this package's modules.
 """

@@ -30,15 +30,20 @@ from ..files import tensor_digest
 from ..noise import CosineSchedule, NoiseSchedule
 from ..patch_schedule import PatchSchedule
 from .declaration import Declaration
+from .subset import SubsetSelection
 
 __all__ = ["ScoreMachine", "CandidateMachine", "PatchSized", "Trace", "DEFAULT_MEMORY_BUDGET", "BACKENDS",
-           "as_float"]
+           "TRITON_BACKENDS", "as_float"]
 
 DEFAULT_MEMORY_BUDGET = 2 << 30  # bytes of candidate keys held at once (cache + one chunk)
 
-# "auto": the compiled displacement kernel where it runs (CPU, float32/64), else attention.
-# "native": the displacement kernel (error where unavailable); "fused", "explicit": attention.
-BACKENDS = ("auto", "native", "triton", "fused", "explicit")
+# "auto": the compiled displacement kernel where it runs (CPU, float32/64), the Triton kernels on
+# CUDA tensors where Triton is installed, else attention. "native": the displacement kernel (error
+# where unavailable); "triton": a Triton kernel (on a GPU the faster of the two forms, timed per
+# patch size); "triton-direct", "triton-displacement": that Triton form; "fused", "explicit":
+# attention.
+TRITON_BACKENDS = ("triton", "triton-direct", "triton-displacement")
+BACKENDS = ("auto", "native", *TRITON_BACKENDS, "fused", "explicit")
 
 TRACE_FIELDS = ("source_image", "source_pixel", "weight", "effective")
 
@@ -229,14 +234,23 @@ class ScoreMachine:
         a, s = self.schedule.coefficients(tt, x)
         out = torch.empty_like(x)
         tr = Trace.empty(B, H, W, x) if trace else None
-        for bidx, cls, k in self._subsets(labels, sizes, B):
+        groups = self._subsets(labels, sizes, B)
+        self._call_starts()
+        for bidx, cls, k in groups:
             sel = bidx.to(x.device)
             x0, sub = self._denoise_subset(x[sel], a[sel], s[sel], k, cls, trace, tt[bidx])
             out[sel] = x0
             if trace:
                 sub.patch_size = torch.full((len(bidx),), -1 if k is None else k, dtype=torch.long)
                 tr.put(sel, sub)
+        self._call_ends(tt)
         return out, tr
+
+    def _call_starts(self) -> None:
+        """Told before a call's first batch rows are denoised (what a machine reports per call)."""
+
+    def _call_ends(self, tt: torch.Tensor) -> None:
+        """Told after a call's rows, at times ``tt`` [B], were all denoised."""
 
     def _subsets(self, labels, sizes, B):
         """(batch indices, class or None, patch size) triples: each batch element meets only
@@ -289,7 +303,7 @@ class ScoreMachine:
         return f"{type(self).__name__}(N={self.n_train}, C={C}, H={H}, W={W})"
 
 
-class CandidateMachine(ScoreMachine):
+class CandidateMachine(SubsetSelection, ScoreMachine):
     """A softmax machine: x0_hat is the softmax-weighted average of the training pixels its
     candidates hold (docs/theory.md, "The score machines"). It streams a bank of candidates
     through one engine (:mod:`elsmachine.engines.engine`), chosen once per device and dtype by
@@ -297,16 +311,24 @@ class CandidateMachine(ScoreMachine):
 
     Args (beyond :class:`ScoreMachine`'s):
         backend: one of the declaration's backends: "auto" (default: the compiled displacement
-            kernel where it runs, the Triton kernel for CUDA tensors where Triton is installed,
-            else the attention form), "native" (the kernel, or an error), "triton" (the GPU
-            kernel, or an error), "fused" or "explicit" (attention variants; see
-            :mod:`elsmachine.engines.attention`).
+            kernel where it runs, the Triton kernels for CUDA tensors where Triton is installed,
+            else the attention form), "native" (the kernel, or an error), "triton" (a GPU
+            kernel, or an error; on a GPU both forms are timed at each patch size's first use
+            and the faster kept), "triton-direct" or "triton-displacement" (that GPU form),
+            "fused" or "explicit" (attention variants; see :mod:`elsmachine.engines.attention`).
+        subset, subset_bound, subset_pool: the opt-in subset mode with a bound, for machines that
+            declare it (:mod:`.subset`; docs/theory.md, "Subsets with a bound"): each query image
+            meets only ``subset`` images of its class (a count or a share), or the shortest
+            doubling prefix whose left-out share is at most ``subset_bound``, ranked by a screen
+            pooled over ``subset_pool`` x ``subset_pool`` blocks; ``subset_report`` holds each
+            call's subset size and bound. None (the default) is exact.
 
     ``on_candidates(done, total)``, when set, is told how far a long call has streamed the bank.
     """
 
     def __init__(self, images, *, labels=None, schedule: NoiseSchedule | None = None,
-                 memory_budget: int = DEFAULT_MEMORY_BUDGET, backend: str = "auto", distributed: bool = False) -> None:
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, backend: str = "auto", distributed: bool = False,
+                 subset=None, subset_bound=None, subset_pool: int = 4) -> None:
         if backend not in BACKENDS:
             raise InputError(f"unknown engine backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if backend not in self.declaration.backends:
@@ -318,6 +340,7 @@ class CandidateMachine(ScoreMachine):
         self._engines: dict = {}
         self._banks: dict = {}
         self.on_candidates = None
+        self._init_subset(subset, subset_bound, subset_pool, distributed)
 
     def _no_backend(self, backend: str) -> str:
         return (f"the {self.name} machine has no {backend} backend; it takes {', '.join(self.declaration.backends)}")
@@ -343,6 +366,28 @@ class CandidateMachine(ScoreMachine):
     def engine_name(self, x: torch.Tensor) -> str:
         """The name of the engine form tensors like ``x`` run on (for benchmarks and reports)."""
         return self.engine(x).name
+
+    def engine_report(self) -> dict:
+        """How the engines chosen so far chose themselves, by "device dtype": where the two Triton
+        forms were timed against each other, the form kept at each patch size and the measured
+        times; empty where nothing was timed."""
+        out = {}
+        for (dev, dt), eng in self._engines.items():
+            own = getattr(eng, "report", None)
+            got = own() if callable(own) else None
+            if got:
+                out[f"{dev} {str(dt).removeprefix('torch.')}"] = got
+        return out
+
+    def describe(self) -> dict:
+        """As :meth:`ScoreMachine.describe`, and, once engines were timed against each other,
+        "engine": :meth:`engine_report` (how it ran: it decides nothing beyond rounding, so
+        results leave it out of their settings keys)."""
+        d = super().describe()
+        how = self.engine_report()
+        if how:
+            d["engine"] = how
+        return d
 
     def _choose_engine(self, x):  # pragma: no cover - abstract
         raise NotImplementedError

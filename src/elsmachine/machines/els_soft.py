@@ -56,6 +56,8 @@ class SoftELSMachine(ELSMachine):
         self.sigma = per_step_values(sigma, "sigma", infinite=True)
         if kw.get("approx_radius") is not None:
             raise InputError("approx_radius needs the compiled box kernel; els-soft runs on the attention form")
+        if kw.get("subset") is not None or kw.get("subset_bound") is not None:
+            raise InputError("subset= bounds box patch distances; els-soft weighs its window, so it has no bound")
         super().__init__(images, patch_size, padding, **kw)
 
     def sigma_at(self, t: float) -> float:

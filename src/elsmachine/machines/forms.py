@@ -10,11 +10,18 @@ attention"): each implements :class:`~elsmachine.engines.engine.Engine` for the 
   training mean first. Each class of pixels that see the same candidate pixels is one group.
 - :class:`DisplacementForm`: the compiled CPU kernel, distances per displacement straight from
   the images; several patch sizes in one pass (:meth:`DisplacementForm.stream_sizes`).
-- :class:`TritonForm`: the GPU kernel.
+- :class:`TritonForm`: the GPU kernel, distances in direct form.
+- :class:`TritonDisplacementForm`: the GPU kernel in the displacement form; several patch sizes
+  in one pass.
+- :class:`TritonChoice`: both GPU kernels, the faster kept per patch size, timed on a slice of
+  the bank at first use.
 """
 
 from __future__ import annotations
 
+import math
+import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -23,9 +30,11 @@ from ..engines import displacement as disp
 from ..engines.attention import attention_state
 from ..engines.engine import Bank, KeyCache, as_float
 from ..engines.softmax import SoftmaxState
+from ..errors import InputError
 from .candidates import gather_patches, pixel_classes, rectangles
 
-__all__ = ["PatchQueries", "Geometry", "AttentionForm", "DisplacementForm", "TritonForm"]
+__all__ = ["PatchQueries", "Geometry", "AttentionForm", "DisplacementForm", "TritonForm", "TritonDisplacementForm",
+           "TritonChoice"]
 
 
 @dataclass
@@ -175,6 +184,10 @@ class DisplacementForm:
     name = "native"
     several_sizes = True
 
+    @property
+    def max_sizes(self) -> int:
+        return disp.native.max_sizes()
+
     def __init__(self, geometry: Geometry, cache: KeyCache, memory_budget: int) -> None:
         self.geometry, self.cache, self.memory_budget = geometry, cache, memory_budget
 
@@ -251,3 +264,137 @@ class TritonForm:
         else:
             state.source = None
         return state
+
+
+class TritonDisplacementForm:
+    """The Triton kernel in the displacement form (:mod:`elsmachine.engines.gpu_displacement`):
+    window sums of squared-difference images, several patch sizes in one pass."""
+
+    name = "Triton displacement"
+    several_sizes = True
+
+    def __init__(self, geometry: Geometry) -> None:
+        self.geometry = geometry
+
+    @property
+    def max_sizes(self) -> int:
+        from ..engines.gpu_displacement import MAX_SIZES
+
+        return MAX_SIZES
+
+    def _state(self, queries: PatchQueries, bank: Bank, ks, trace: bool) -> SoftmaxState:
+        from ..engines.gpu_displacement import TritonDisplacementStream
+
+        _box_only(queries, self.name)
+        x = queries.x
+        H, W = x.shape[2:]
+        sizes = [ks] if isinstance(ks, int) else list(ks)
+        return TritonDisplacementStream(x, bank.as_float(x.dtype, x.device), queries.a, queries.s, ks,
+                                        self.geometry.padding, [self.geometry.rectangles(H, W, k) for k in sizes],
+                                        trace=trace).state
+
+    def stream(self, queries: PatchQueries, bank: Bank, *, trace: bool) -> SoftmaxState:
+        state = self._state(queries, bank, queries.k, trace)
+        if trace:  # local image codes -> global ones
+            HW = queries.x.shape[2] * queries.x.shape[3]
+            src = state.source.clamp_min(0)
+            state.source = _global_codes(src // HW, src % HW, bank, HW)
+        return state
+
+    def stream_sizes(self, queries: PatchQueries, bank: Bank) -> SoftmaxState:
+        """The states of every size of the increasing list ``queries.k`` from one pass over the
+        bank, stacked: [len(k) * B, H, W] (size j at rows j * B .. j * B + B - 1); no trace."""
+        return self._state(queries, bank, list(queries.k), False)
+
+
+# The Triton form kept for each (device, dtype, machine kind, padding, C, H, W, patch size) in
+# this process, with the times that chose it.
+_TRITON_CHOICES: dict = {}
+
+
+class TritonChoice:
+    """Both Triton forms, the faster kept per patch size. At the first call with a size (per
+    device, dtype, padding and image shape, for the whole process), each form streams the same
+    queries against a slice of the bank (its first ``probe`` images): once to compile, then twice
+    timed; the one with the shorter best time is kept. A form that fails there is left out with a
+    warning (both failing: the error passes on, to :class:`~elsmachine.engines.engine.Fallback`).
+    Several sizes in one pass go to the displacement form. :meth:`report` states the choices and
+    the measured times."""
+
+    several_sizes = True
+
+    def __init__(self, geometry: Geometry, probe: int = 256) -> None:
+        self.geometry, self.probe = geometry, probe
+        self.forms = {"direct": TritonForm(geometry), "displacement": TritonDisplacementForm(geometry)}
+        self.chosen: dict[int, dict] = {}  # patch size -> the record this engine ran it by
+
+    @property
+    def name(self) -> str:
+        forms = {r["form"] for r in self.chosen.values()}
+        if len(forms) == 1:
+            return self.forms[forms.pop()].name
+        return "Triton" if not forms else "Triton, by size"
+
+    @property
+    def max_sizes(self) -> int:
+        return self.forms["displacement"].max_sizes
+
+    def _key(self, x: torch.Tensor, k: int) -> tuple:
+        return (str(x.device), x.dtype, self.geometry.kind, self.geometry.padding, *x.shape[1:], k)
+
+    def _pick(self, queries: PatchQueries, bank: Bank, trace: bool):
+        if not len(bank):  # nothing to time (a rank of a sharded bank without this class)
+            return self.forms["direct"]
+        key = self._key(queries.x, queries.k)
+        record = _TRITON_CHOICES.get(key)
+        if record is None:
+            n = min(len(bank), self.probe)
+            part = Bank(bank.images[:n], bank.index[:n], bank.mean)
+            seconds, errors = {}, {}
+            for name, form in self.forms.items():
+                try:
+                    seconds[name] = _best_time(form, queries, part, trace)
+                except InputError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - this form's compiler or driver, on this device
+                    errors[name] = e
+            if not seconds:
+                raise errors["direct"]
+            for name, e in errors.items():
+                warnings.warn(f"the {self.forms[name].name} kernel failed on {queries.x.device} ({type(e).__name__}); "
+                              f"using the other Triton form", stacklevel=5)
+            record = {"form": min(seconds, key=seconds.get), "seconds": seconds, "probe_images": n,
+                      "failed": {name: type(e).__name__ for name, e in errors.items()}}
+            _TRITON_CHOICES[key] = record
+        self.chosen[queries.k] = record
+        return self.forms[record["form"]]
+
+    def stream(self, queries: PatchQueries, bank: Bank, *, trace: bool) -> SoftmaxState:
+        return self._pick(queries, bank, trace).stream(queries, bank, trace=trace)
+
+    def stream_sizes(self, queries: PatchQueries, bank: Bank) -> SoftmaxState:
+        return self.forms["displacement"].stream_sizes(queries, bank)
+
+    def report(self) -> dict:
+        """Per patch size used so far: the form kept, each form's best time (seconds) on the slice
+        of the bank, the slice's number of images and the forms that failed there."""
+        return {"triton": {str(k): dict(r) for k, r in sorted(self.chosen.items())}} if self.chosen else {}
+
+
+def _best_time(form, queries: PatchQueries, bank: Bank, trace: bool) -> float:
+    """The shorter of two timed streams of ``bank`` through ``form``, after one that compiles."""
+    dev = queries.x.device
+
+    def sync() -> None:  # GPU work is asynchronous: time it to its end
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    form.stream(queries, bank, trace=trace)
+    sync()
+    best = math.inf
+    for _ in range(2):
+        t0 = time.perf_counter()
+        form.stream(queries, bank, trace=trace)
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return best

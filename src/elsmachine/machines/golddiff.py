@@ -21,14 +21,13 @@ the lower index.
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 import torch.nn.functional as F
 
 from .. import checks
 from ..errors import InputError
 from ..noise import NoiseSchedule
+from ..seeds import query_generator
 from .base import DEFAULT_MEMORY_BUDGET, Trace
 from .declaration import SOFTMAX, Declaration, Option
 from .locality import LocalityMachine
@@ -94,12 +93,9 @@ class GoldDiffMachine(LocalityMachine):
         return m, k_max, k
 
     def _generator(self, row: torch.Tensor, t: float, cls) -> torch.Generator:
-        h = hashlib.sha256()
-        h.update(f"{self.seed}|{float(t)!r}|{cls}".encode())
-        h.update(row.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
-        return torch.Generator().manual_seed(int.from_bytes(h.digest()[:8], "little") & (2**63 - 1))
+        return query_generator(self.seed, t, cls, row)
 
-    def subset(self, x: torch.Tensor, t: float, cls=None) -> torch.Tensor:
+    def chosen(self, x: torch.Tensor, t: float, cls=None) -> torch.Tensor:
         """int64 [k_t]: the positions, among the class's images (all when None), of the images the
         softmax of query x [C, H, W] at time t runs over, nearest first."""
         Y, _ = self._training(x.dtype, x.device, cls)
@@ -123,7 +119,7 @@ class GoldDiffMachine(LocalityMachine):
             tr.source_pixel[:] = torch.arange(H * W, device=x.device).view(1, H, W)
         for b in range(B):
             ti = float(t[b])
-            sub = self.subset(x[b], ti, cls)
+            sub = self.chosen(x[b], ti, cls)
             rows = self.mask(ti, cls).T.to(device=x.device, dtype=x.dtype)  # [m, u]
             scale = (1.0 / (2.0 * s[b : b + 1].to(torch.float64) ** 2)).to(x.dtype)
             state = masked_state(x[b : b + 1].reshape(1, -1), a[b : b + 1], scale, Y[sub].flatten(1), rows,

@@ -7,6 +7,9 @@ On the attention engine: dropping |x_t|^2, which is the same for every candidate
 logits (a / s^2) x.y - (a^2 / (2 s^2)) |y|^2, i.e. queries [(a/s^2) x, -(a^2 / (2 s^2))] against
 keys [y, |y|^2]. Both sides are first shifted by the training mean (x - a mu, y - mu), which
 leaves x - a y unchanged but makes the norms small, so the dot products lose less to rounding.
+
+With ``subset=`` (opt-in) each noisy image meets only the images of its class nearest by a pooled
+screen, and the call reports a bound on the share of the softmax left out (:mod:`.subset`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from ..engines.softmax import SoftmaxState
 from .base import CandidateMachine, Trace
 from .declaration import SOFTMAX, Declaration, Option
 from .forms import PatchQueries
+from .subset import SUBSET_OPTIONS
 
 __all__ = ["IdealMachine", "WholeImages"]
 
@@ -55,8 +59,72 @@ class WholeImages:
         source = None
         if trace:  # stream positions -> global image indices
             source = bank.index.to(x.device)[st.source[0]] if n else st.source[0]
-        return SoftmaxState(m=st.m[0], l=st.l[0], acc=st.acc[0], u=st.u[0], best=st.best[0], value_dim=-1,
-                            source=source, shift=mu)
+        state = SoftmaxState(m=st.m[0], l=st.l[0], acc=st.acc[0], u=st.u[0], best=st.best[0], value_dim=-1,
+                             source=source, shift=mu)
+        if n:
+            _refine_near_max(state, q[0], x, a, s, Y, mu, bank, keys, self._chunks, trace)
+        return state
+
+
+# Candidates whose logit lies more than this below a query's max weigh less than e^-40 = 4e-18 of
+# it each: left out of the exact recomputation, a million of them change the sum by 4e-12.
+_REFINE_SPAN = 40.0
+
+
+def _refine_near_max(state: SoftmaxState, q, x, a, s, Y, mu, bank: Bank, keys, chunks, trace: bool) -> None:
+    """Recompute, in place and in float64, the state of every query whose logits the matrix
+    product may have rounded by more than the dtype's unit roundoff.
+
+    The logit q.k of the attention form is a dot product of D + 1 terms, rounded by at most
+    delta = gamma_{D+3} sum_i |q_i k_i| <= gamma_{D+3} |q| max_j |k_j| (gamma_n = n u / (1 - n u),
+    u the unit roundoff; two more terms for rounding q and k themselves). Late in sampling |q|
+    grows as a / s^2, and a shift of delta in a logit moves its weight by a factor e^delta. For
+    such queries, every candidate within _REFINE_SPAN + 2 delta of a query's max by the rounded
+    logits (so every candidate within _REFINE_SPAN of its true max) gets its logit again from
+    queries and keys built in float64, whose rounding is 2^29 times smaller, and the query's state
+    is rebuilt from those candidates alone. Rounded logits then decide only which candidates lie
+    far below the max."""
+    B, C, H, W = x.shape
+    D = C * H * W
+    unit = torch.finfo(x.dtype).eps / 2
+    if unit <= torch.finfo(torch.float64).eps / 2:
+        return
+    gamma = (D + 3) * unit / (1 - (D + 3) * unit)
+    knorm = _key_norm_max(keys, Y, mu, D, chunks, x.element_size())
+    delta = gamma * q.to(torch.float64).norm(dim=1) * knorm
+    rows = torch.nonzero((2 * delta > unit) & torch.isfinite(state.m)).flatten()
+    if rows.numel() == 0:
+        return
+    z = _rounded_logits(q[rows], keys, Y, mu, D, chunks, x.element_size()).to(torch.float64)  # [r, n]
+    near = z >= z.max(1, keepdim=True).values - (_REFINE_SPAN + 2 * delta[rows, None])
+    idx = torch.nonzero(near.any(0)).flatten()
+    f64 = torch.float64
+    mu64 = mu.to(f64).view(1, -1, 1, 1)
+    yc = (Y[idx.to(Y.device)].to(device=x.device, dtype=f64) - mu64).reshape(-1, D)  # the values, centred
+    a64, s64 = a[rows].to(f64), s[rows].to(f64)
+    xc = (x[rows].to(f64) - a64.view(-1, 1, 1, 1) * mu64).reshape(-1, D)
+    exact = (a64 / s64**2).view(-1, 1) * (xc @ yc.T) - (a64**2 / (2 * s64**2)).view(-1, 1) * (yc * yc).sum(1)
+    exact = exact.masked_fill(~near[:, idx], float("-inf"))  # each query keeps its own candidates
+    m = exact.max(1).values
+    w = torch.exp(exact - m[:, None])
+    state.m[rows], state.l[rows], state.best[rows] = m, w.sum(1), m
+    state.acc[rows] = w @ yc
+    state.u[rows] = torch.where(w > 0, w * (exact - m[:, None]), torch.zeros_like(w)).sum(1)
+    if trace:
+        state.source[rows] = bank.index.to(x.device)[idx.to(x.device)[exact.argmax(1)]]
+
+
+def _key_norm_max(keys, Y, mu, D, chunks, itemsize) -> float:
+    """max_j |k_j| over the keys [y - mu, |y - mu|^2], in float64."""
+    parts = [keys] if keys is not None else chunks(Y, mu, D, itemsize)
+    return max(float(k[0].to(torch.float64).norm(dim=1).max()) for k in parts)
+
+
+def _rounded_logits(q, keys, Y, mu, D, chunks, itemsize) -> torch.Tensor:
+    """The attention form's logits q . k of the queries q [b, D + 1] against every key, as the
+    matrix product rounds them: [b, n]."""
+    parts = [keys] if keys is not None else chunks(Y, mu, D, itemsize)
+    return torch.cat([q @ k[0].T for k in parts], dim=1)
 
 
 def _keys(Y, mu, D):
@@ -71,11 +139,11 @@ class IdealMachine(CandidateMachine):
         name="ideal", summary="IS, the ideal score machine: the exact denoiser of the training set (memorises).",
         candidates="every whole training image", form=SOFTMAX, traceable=True,
         options=(Option("backend", str, "auto", "The attention variant: auto, fused or explicit.", flag="--backend",
-                        choices=("auto", "fused", "explicit"), recorded=False),),
+                        choices=("auto", "fused", "explicit"), recorded=False), *SUBSET_OPTIONS),
         backends=("auto", "fused", "explicit"), order=0)
 
     def _no_backend(self, backend: str) -> str:
-        if backend == "triton":
+        if backend.startswith("triton"):
             return ("IS has no Triton kernel: its attention form is already one matrix product on the GPU; "
                     "use backend='auto'")
         return super()._no_backend(backend)
@@ -84,7 +152,12 @@ class IdealMachine(CandidateMachine):
         return WholeImages(self._cache, self.memory_budget, self._attention_backend)
 
     def _denoise_subset(self, x, a, s, k, cls, trace, t=None):
-        state = self.engine(x).stream(PatchQueries(x, a, s, None), self.bank(cls), trace=trace)
+        engine = self.engine(x)
+        if self.subsetting:  # each row over its own subset (docs/theory.md, "Subsets with a bound")
+            state = self._subset_state(x, a, s, None, cls, trace, lambda b, bank: engine.stream(
+                PatchQueries(x[b : b + 1], a[b : b + 1], s[b : b + 1], None), bank, trace=trace))
+        else:
+            state = engine.stream(PatchQueries(x, a, s, None), self.bank(cls), trace=trace)
         B, C, H, W = x.shape
         fin = state.finalize(torch.float64, trace=trace)
         x0 = (fin.out.to(x.dtype).view(B, C, H, W) + state.shift.view(1, -1, 1, 1)).to(x.dtype)

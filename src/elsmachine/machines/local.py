@@ -11,7 +11,9 @@ The patch size belongs to the machine: one size, or a patch schedule looked up b
 (:mod:`elsmachine.patch_schedule`); ``denoise(..., patch_size=k)`` overrides it per call.
 
 The engine forms (attention, the compiled displacement kernel, the Triton kernel) are in
-:mod:`.forms`; the machine picks one per device and dtype and finalises its state.
+:mod:`.forms`; the machine picks one per device and dtype and finalises its state. With
+``subset=`` (opt-in) each noisy image meets only the patches of a subset of its class, and each
+call reports a bound on the share of every pixel's softmax left out (:mod:`.subset`).
 """
 
 from __future__ import annotations
@@ -27,21 +29,24 @@ from ..engines.softmax import SoftmaxState
 from ..errors import InputError
 from ..noise import NoiseSchedule
 from ..patch_schedule import PatchSchedule, as_patch_schedule
-from .base import BACKENDS, DEFAULT_MEMORY_BUDGET, CandidateMachine, PatchSized, Trace
+from .base import BACKENDS, DEFAULT_MEMORY_BUDGET, TRITON_BACKENDS, CandidateMachine, PatchSized, Trace
 from .declaration import PATCH_SIZE, SOFTMAX, Declaration, Option
-from .forms import AttentionForm, DisplacementForm, Geometry, PatchQueries, TritonForm
+from .forms import (AttentionForm, DisplacementForm, Geometry, PatchQueries, TritonChoice,
+                    TritonDisplacementForm, TritonForm)
+from .subset import SUBSET_OPTIONS
 
 __all__ = ["PatchMachine", "LocalMachine", "ELSMachine", "PATCH_OPTIONS"]
 
 PADDING = Option("padding", str, "zeros", "zeros: boundary-broken ELS; circular: periodic.", flag="--padding",
                  choices=("zeros", "circular"))
-BACKEND = Option("backend", str, "auto", "The engine form: auto, native (the compiled CPU kernel), triton (the GPU "
-                 "kernel), fused or explicit (attention).", flag="--backend", choices=BACKENDS, recorded=False)
+BACKEND = Option("backend", str, "auto", "The engine form: auto, native (the compiled CPU kernel), triton (a GPU "
+                 "kernel: both forms timed per size on a GPU, the faster kept), triton-direct or triton-displacement "
+                 "(one GPU form), fused or explicit (attention).", flag="--backend", choices=BACKENDS, recorded=False)
 APPROX_IMAGES = Option("approx_images", int, None, "Approximate: each noisy image meets only the patches of its N "
                        "nearest training images.", flag="--approx-images")
 APPROX_RADIUS = Option("approx_radius", int, None, "Approximate (ELS, compiled kernel): candidates at most this many "
                        "pixels from the query along each axis.", flag="--approx-radius")
-PATCH_OPTIONS = (PATCH_SIZE, PADDING, BACKEND, APPROX_IMAGES, APPROX_RADIUS)
+PATCH_OPTIONS = (PATCH_SIZE, PADDING, BACKEND, APPROX_IMAGES, APPROX_RADIUS, *SUBSET_OPTIONS)
 
 
 class PatchMachine(PatchSized, CandidateMachine):
@@ -57,6 +62,8 @@ class PatchMachine(PatchSized, CandidateMachine):
         approx_radius: (approximate, ELS, compiled kernel) pixel q meets only the candidates at
             most this many pixels away along each axis (around the torus for circular); 0 is
             LS, a radius as large as the image is exact ELS.
+        subset, subset_bound, subset_pool: (approximate, with a bound) see
+            :class:`CandidateMachine` and :mod:`.subset`.
 
     ``els bench`` reports the approximate modes' speed-up and fidelity to the exact machine.
     """
@@ -64,9 +71,11 @@ class PatchMachine(PatchSized, CandidateMachine):
     def __init__(self, images, patch_size=None, padding: str = "zeros", *, labels=None,
                  schedule: NoiseSchedule | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
                  backend: str = "auto", approx_images: int | None = None, approx_radius: int | None = None,
-                 distributed: bool = False) -> None:
+                 distributed: bool = False, subset=None, subset_bound=None, subset_pool: int = 4) -> None:
         super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget, backend=backend,
-                         distributed=distributed)
+                         distributed=distributed, subset=subset, subset_bound=subset_bound, subset_pool=subset_pool)
+        if self.subsetting and (approx_images is not None or approx_radius is not None):
+            raise InputError("subset= is a mode of its own: not with approx_images or approx_radius")
         if distributed and approx_images is not None:
             raise InputError("approx_images picks the nearest images of the whole set: not on a sharded machine")
         self.patch_size = as_patch_schedule(patch_size, schedule=self.schedule)
@@ -102,18 +111,36 @@ class PatchMachine(PatchSized, CandidateMachine):
 
         return x.device.type == "cuda" and gpu.available(x) and self.approx_radius is None
 
+    def _time_triton(self, x) -> bool:
+        """Whether "auto" and "triton" time the two Triton forms against each other: on a GPU (under
+        Triton's interpreter the times would say nothing, and the direct form runs)."""
+        return x.device.type == "cuda"
+
+    def _triton_form(self, geometry: Geometry, x):
+        """The Triton engine of this machine's backend: one form, or under "auto" and "triton" both
+        forms timed per patch size (:class:`~.forms.TritonChoice`) where both run and are timed."""
+        from ..engines import gpu_displacement
+
+        if self.backend == "triton-direct":
+            return TritonForm(geometry)
+        if self.backend == "triton-displacement":
+            return TritonDisplacementForm(geometry)
+        if self._time_triton(x) and gpu_displacement.available(x):
+            return TritonChoice(geometry)
+        return TritonForm(geometry)
+
     def _choose_engine(self, x):
         geometry = Geometry(self.candidate_kind, self.padding, self.approx_radius)
         attention = AttentionForm(geometry, self._cache, self.memory_budget, self._attention_backend)
-        if self.backend == "triton":
-            from ..engines import gpu
+        if self.backend in TRITON_BACKENDS:
+            from ..engines import gpu, gpu_displacement
 
-            why = gpu.why_unavailable(x)
+            why = (gpu_displacement if self.backend == "triton-displacement" else gpu).why_unavailable(x)
             if why is not None:
-                raise InputError(f"the triton backend cannot run here: {why}")
-            return Fallback(TritonForm(geometry), None, strict=True)
+                raise InputError(f"the {self.backend} backend cannot run here: {why}")
+            return Fallback(self._triton_form(geometry, x), None, strict=True)
         if self.backend == "auto" and self._triton_wanted(x):
-            return Fallback(TritonForm(geometry), attention)
+            return Fallback(self._triton_form(geometry, x), attention)
         if self.backend == "native" or self.approx_radius is not None:
             if not disp.available(x):
                 from ..engines.native import status
@@ -144,7 +171,12 @@ class PatchMachine(PatchSized, CandidateMachine):
         s = self._logit_noise(s, t)
         engine = self.engine(x)
         bank = self.bank(cls)
-        if self.approx_images is None or self.approx_images >= len(bank):
+        if self.subsetting:  # each row over its own subset (docs/theory.md, "Subsets with a bound")
+            if window is not None:
+                raise InputError("subset= bounds box patch distances; a windowed distance has no bound here")
+            state = self._subset_state(x, a, s, k, cls, trace, lambda b, sub: engine.stream(
+                PatchQueries(x[b : b + 1], a[b : b + 1], s[b : b + 1], k), sub, trace=trace))
+        elif self.approx_images is None or self.approx_images >= len(bank):
             state = engine.stream(PatchQueries(x, a, s, k, window), bank, trace=trace)
         else:  # each image meets only the patches of its nearest training images
             state = SoftmaxState.cat([
@@ -168,8 +200,9 @@ class PatchMachine(PatchSized, CandidateMachine):
 
     def denoise_sizes(self, x: torch.Tensor, t, sizes, labels=None) -> list[torch.Tensor]:
         """x0_hat at each patch size of ``sizes`` (in that order): ``denoise(x, t, labels,
-        patch_size=k)`` for each k, to rounding, from one pass over the candidates where the
-        compiled kernel runs (docs/theory.md, "Patch schedules"); elsewhere size by size."""
+        patch_size=k)`` for each k, to rounding, from one pass over the candidates where a
+        displacement form runs (the compiled kernel, or the Triton one; docs/theory.md, "Patch
+        schedules"); elsewhere size by size."""
         if isinstance(sizes, (int, str, torch.Tensor)) or not hasattr(sizes, "__iter__"):
             raise InputError(f"sizes must be a list of odd patch sizes, got {sizes!r}")
         ks = [self._checked_size(checks.patch_size(k, "patch sizes")) for k in sizes]
@@ -177,7 +210,8 @@ class PatchMachine(PatchSized, CandidateMachine):
             raise InputError("give at least one patch size")
         x = checks.query(x, self.image_shape)
         engine = self.engine(x)
-        if len(set(ks)) == 1 or self.approx_images is not None or not getattr(engine, "several_sizes", False):
+        if (len(set(ks)) == 1 or self.approx_images is not None or self.subsetting
+                or not getattr(engine, "several_sizes", False)):
             return [self.denoise(x, t, labels, patch_size=k) for k in ks]
         B = x.shape[0]
         tt = checks.times(t, B)
@@ -185,13 +219,16 @@ class PatchMachine(PatchSized, CandidateMachine):
         s = self._logit_noise(s, tt)
         uniq = sorted(set(ks))
         outs = {k: torch.empty_like(x) for k in uniq}
-        most = disp.native.max_sizes()
+        most = engine.max_sizes
         for bidx, cls, _ in self._subsets(labels, [None] * B, B):
             sel = bidx.to(x.device)
             for j0 in range(0, len(uniq), most):
                 part = uniq[j0 : j0 + most]
                 state = engine.stream_sizes(PatchQueries(x[sel], a[sel], s[sel], part), self.bank(cls))
-                got = state.finalize(torch.float64, trace=False).out.to(x.dtype).view(len(part), len(bidx), *x.shape[1:])
+                got = state.finalize(torch.float64, trace=False).out.to(x.dtype)
+                if state.shift is not None:  # a form that fell back to attention centred by the training mean
+                    got = got + state.shift.to(device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+                got = got.view(len(part), len(bidx), *x.shape[1:])
                 for k, o in zip(part, got):
                     outs[k][sel] = o
         return [outs[k] for k in ks]

@@ -18,13 +18,13 @@ smoothing_std = 0 is IS.
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import torch
 
 from .. import checks
 from ..errors import InputError
+from ..seeds import query_generator
 from .declaration import SOFTMAX, Declaration, Option
 from .ideal import IdealMachine
 
@@ -64,10 +64,7 @@ class SmoothedMachine(IdealMachine):
 
     def perturbations(self, x: torch.Tensor, t: float, cls=None) -> torch.Tensor:
         """z [num_noise, C, H, W] (float64) of query x [C, H, W] at time t: the draws it is smoothed by."""
-        h = hashlib.sha256()
-        h.update(f"{self.seed}|{float(t)!r}|{cls}".encode())
-        h.update(x.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
-        g = torch.Generator().manual_seed(int.from_bytes(h.digest()[:8], "little") & (2**63 - 1))
+        g = query_generator(self.seed, t, cls, x)
         return torch.randn((self.num_noise, *x.shape), generator=g, dtype=torch.float64)
 
     def _denoise_subset(self, x, a, s, k, cls, trace, t=None):

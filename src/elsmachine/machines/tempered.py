@@ -5,7 +5,7 @@ posterior mean with its logits divided by T,
 
 T = 1 is IS; T -> 0 is the nearest training image; T > 1 averages more images. Dividing the
 logits by T is running IS with s^2 T in place of s^2 (a keeps its value), so the machine is IS on
-the same engine with s scaled by sqrt(T).
+the same engine with s scaled by sqrt(T); its subset mode (:mod:`.subset`) bounds that softmax.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from ..noise import NoiseSchedule
 from .base import DEFAULT_MEMORY_BUDGET
 from .declaration import SOFTMAX, Declaration, Option
 from .ideal import IdealMachine
+from .subset import SUBSET_OPTIONS
 
 __all__ = ["TemperedMachine"]
 
@@ -28,14 +29,17 @@ class TemperedMachine(IdealMachine):
         name="tempered", summary="IS at a temperature: logits divided by T (T = 1 is IS, T -> 0 the nearest image).",
         candidates="every whole training image", form=SOFTMAX, traceable=True, order=35, cost_like="ideal",
         candidate=True,
-        options=(Option("temperature", float, 1.0, "The softmax temperature.", flag="--temperature"),))
+        options=(Option("temperature", float, 1.0, "The softmax temperature.", flag="--temperature"),
+                 *SUBSET_OPTIONS))
 
     def __init__(self, images, temperature: float = 1.0, labels=None, *, schedule: NoiseSchedule | None = None,
-                 memory_budget: int = DEFAULT_MEMORY_BUDGET, distributed: bool = False) -> None:
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, distributed: bool = False, subset=None,
+                 subset_bound=None, subset_pool: int = 4) -> None:
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
                 temperature > 0 and math.isfinite(temperature)):
             raise InputError(f"temperature must be a positive number, got {temperature!r}")
-        super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget, distributed=distributed)
+        super().__init__(images, labels=labels, schedule=schedule, memory_budget=memory_budget, distributed=distributed,
+                         subset=subset, subset_bound=subset_bound, subset_pool=subset_pool)
         self.temperature = float(temperature)
 
     def _denoise_subset(self, x, a, s, k, cls, trace, t=None):
