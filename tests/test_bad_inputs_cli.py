@@ -111,3 +111,17 @@ def test_a_class_is_named_by_its_folder_on_the_command_line(tmp_path):
 def test_missing_dataset_files_name_the_command_line_options(tmp_path):
     line = error_line(cli("sample", "--dataset", "mnist", "--root", tmp_path, "-o", tmp_path / "x.png"))
     assert "--root" in line and "--download" in line
+
+
+def test_machines_all_takes_candidates_beside_it():
+    from elsmachine.cli.common import parse_machines
+    from elsmachine.errors import InputError
+    from elsmachine.machines.registry import declaration_of
+
+    names = parse_machines("all,wiener-els,els", allow_all=True)
+    assert names[-1] == "wiener-els" and names.count("els") == 1
+    assert all(not declaration_of(n).candidate for n in names[:-1])
+    with pytest.raises(InputError, match="unknown machine 'all'"):
+        parse_machines("all,els")
+    with pytest.raises(InputError, match="unknown machine 'nope'"):
+        parse_machines("all,nope", allow_all=True)

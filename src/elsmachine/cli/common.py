@@ -105,15 +105,19 @@ def machine_option(default: str | None = "els", *, traced: bool = False):
 
 
 def parse_machines(text: str, *, allow_all: bool = False) -> list[str]:
-    """--machines: a comma list of machine names (or 'all': every machine but the candidates)."""
+    """--machines: a comma list of machine names, where ``allow_all``, 'all' among them: every
+    machine but the candidates (so 'all,wiener-els' adds a candidate to them)."""
     known = list(_declarations())
-    if allow_all and text.strip() == "all":
-        return [n for n, d in _declarations().items() if not d.candidate]
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    for n in names:
-        if n not in known:
+    names: list[str] = []
+    for n in (n.strip() for n in text.split(",")):
+        if allow_all and n == "all":
+            names += [m for m, d in _declarations().items() if not d.candidate]
+        elif n in known:
+            names.append(n)
+        elif n:
             raise InputError(f"unknown machine {n!r} in --machines; choose from {'all, ' if allow_all else ''}"
                              f"{', '.join(known)}")
+    names = list(dict.fromkeys(names))  # each machine once, in the order given
     if not names:
         raise InputError("--machines is empty")
     return names

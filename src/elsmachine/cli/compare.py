@@ -92,8 +92,8 @@ def compare(
              "comma list (default: the patch schedule beside the model)."),
     old_patch_schedule: Optional[str] = typer.Option(None, "--schedule", hidden=True,
                                                      help="The old spelling of --patch-schedule."),
-    machines: str = typer.Option("ideal,ls,els", help="Comma list of machines, or 'all' (every machine but the "
-                                 "candidates): " + machine_names() + "."),
+    machines: str = typer.Option("ideal,ls,els", help="Comma list of machines; 'all' among them stands for "
+                                 "every machine but the candidates (all,wiener-els adds one): " + machine_names() + "."),
     settings: list[str] = SETTINGS,
     padding: Optional[Padding] = typer.Option(None, help="Default: the network's own padding."),
     seeds: int = typer.Option(100, help="Number of seeds (--seed .. --seed + N - 1)."),
