@@ -87,6 +87,8 @@ def _refine_near_max(state: SoftmaxState, q, x, a, s, Y, mu, bank: Bank, keys, c
     B, C, H, W = x.shape
     D = C * H * W
     unit = torch.finfo(x.dtype).eps / 2
+    if x.is_cuda and x.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+        unit = 2.0**-11  # TensorFloat-32 products keep 10 bits of mantissa
     if unit <= torch.finfo(torch.float64).eps / 2:
         return
     gamma = (D + 3) * unit / (1 - (D + 3) * unit)
