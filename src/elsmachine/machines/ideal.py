@@ -36,6 +36,7 @@ class WholeImages:
 
     def __init__(self, cache: KeyCache, memory_budget: int, backend: str) -> None:
         self.cache, self.memory_budget, self.backend = cache, memory_budget, backend
+        self._norms: dict = {}
 
     def _chunks(self, Y, mu, D, itemsize):
         per = max(1, (self.memory_budget // 4) // ((D + 1) * itemsize))
@@ -62,8 +63,24 @@ class WholeImages:
         state = SoftmaxState(m=st.m[0], l=st.l[0], acc=st.acc[0], u=st.u[0], best=st.best[0], value_dim=-1,
                              source=source, shift=mu)
         if n:
-            _refine_near_max(state, q[0], x, a, s, Y, mu, bank, keys, self._chunks, trace)
+            exact = self._exact_keys(Y, mu, D, x.device, bank.key)
+            _refine_near_max(state, q[0], x, a, s, Y, mu, bank, keys, self._chunks, trace, exact)
         return state
+
+    def _exact_keys(self, Y, mu, D, device, bank_key):
+        """(float64 keys [n, D + 1] = [y - mu, |y - mu|^2] or None where they do not fit the cache,
+        max_j of their norm), kept between calls as the float32 keys are."""
+        key = None if bank_key is None else ("ideal64", device, bank_key)
+        keys = self.cache.get(key, Y.shape[0] * (D + 1) * 8,
+                              lambda: _keys(Y.to(device=device, dtype=torch.float64), mu.to(torch.float64), D)[0])
+        if keys is None:
+            return None, None
+        norm = self._norms.get(key) if key is not None else None
+        if norm is None:
+            norm = float(keys.norm(dim=1).max())
+            if key is not None:
+                self._norms[key] = norm
+        return keys, norm
 
 
 # Candidates whose logit lies more than this below a query's max weigh less than e^-40 = 4e-18 of
@@ -71,7 +88,8 @@ class WholeImages:
 _REFINE_SPAN = 40.0
 
 
-def _refine_near_max(state: SoftmaxState, q, x, a, s, Y, mu, bank: Bank, keys, chunks, trace: bool) -> None:
+def _refine_near_max(state: SoftmaxState, q, x, a, s, Y, mu, bank: Bank, keys, chunks, trace: bool,
+                     exact_keys=(None, None)) -> None:
     """Recompute, in place and in float64, the state of every query whose logits the matrix
     product may have rounded by more than the dtype's unit roundoff.
 
@@ -92,7 +110,9 @@ def _refine_near_max(state: SoftmaxState, q, x, a, s, Y, mu, bank: Bank, keys, c
     if unit <= torch.finfo(torch.float64).eps / 2:
         return
     gamma = (D + 3) * unit / (1 - (D + 3) * unit)
-    knorm = _key_norm_max(keys, Y, mu, D, chunks, x.element_size())
+    k64, knorm = exact_keys
+    if knorm is None:
+        knorm = _key_norm_max(keys, Y, mu, D, chunks, x.element_size())
     delta = gamma * q.to(torch.float64).norm(dim=1) * knorm
     rows = torch.nonzero((2 * delta > unit) & torch.isfinite(state.m)).flatten()
     if rows.numel() == 0:
@@ -102,10 +122,17 @@ def _refine_near_max(state: SoftmaxState, q, x, a, s, Y, mu, bank: Bank, keys, c
     idx = torch.nonzero(near.any(0)).flatten()
     f64 = torch.float64
     mu64 = mu.to(f64).view(1, -1, 1, 1)
-    yc = (Y[idx.to(Y.device)].to(device=x.device, dtype=f64) - mu64).reshape(-1, D)  # the values, centred
+    if k64 is not None:
+        sel = k64 if 2 * idx.numel() > k64.shape[0] else k64[idx]
+        if sel is k64:
+            idx = torch.arange(k64.shape[0], device=k64.device)
+        yc, sq = sel[:, :D], sel[:, D]
+    else:
+        yc = (Y[idx.to(Y.device)].to(device=x.device, dtype=f64) - mu64).reshape(-1, D)  # the values, centred
+        sq = (yc * yc).sum(1)
     a64, s64 = a[rows].to(f64), s[rows].to(f64)
     xc = (x[rows].to(f64) - a64.view(-1, 1, 1, 1) * mu64).reshape(-1, D)
-    exact = (a64 / s64**2).view(-1, 1) * (xc @ yc.T) - (a64**2 / (2 * s64**2)).view(-1, 1) * (yc * yc).sum(1)
+    exact = (a64 / s64**2).view(-1, 1) * (xc @ yc.T) - (a64**2 / (2 * s64**2)).view(-1, 1) * sq
     exact = exact.masked_fill(~near[:, idx], float("-inf"))  # each query keeps its own candidates
     m = exact.max(1).values
     w = torch.exp(exact - m[:, None])
