@@ -6,7 +6,8 @@ Sets (each built from a fixed seed, no download):
 - colour-5k, colour-50k: 5,000 and 50,000 smooth random colour images of 3 x 32 x 32 (Gaussian
   noise at 8 x 8, upsampled bilinearly, squashed by tanh into [-1, 1]): CIFAR-10's shape and size;
 - mnist-60k: the bundled 5,000 digits, each with 12 small random affine distortions (rotation,
-  scale, shear): 60,000 distinct 1 x 32 x 32 digits, full MNIST's size.
+  scale, shear; ``distorted`` of benchmarks/subset.py): 60,000 distinct 1 x 32 x 32 digits, full
+  MNIST's size.
 
 Per set, machine, engine form and batch (1 and 16): one 20-step DDIM sample from the same noise,
 after one untimed call that compiles the kernels, timed with the device synchronised; the patch
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 import elsmachine as em
+from subset import distorted  # benchmarks/subset.py: the same 60,000 distorted digits
 
 SETS = {"colour-5k": (5000, 3), "colour-50k": (50000, 3), "mnist-60k": (60000, 1), "mnist-5k": (5000, 1)}
 SCHEDULES = {3: "cifar10-resnet-zeros", 1: "mnist-resnet-zeros"}
@@ -58,24 +59,6 @@ def colour_set(n: int, seed: int = 0) -> torch.Tensor:
     return torch.tanh(F.interpolate(low, size=(32, 32), mode="bilinear", align_corners=False))
 
 
-def distorted_digits(copies: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    ds = em.load_dataset("mnist5k")
-    Y = ds.images.float()
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(copies):
-        n = Y.shape[0]
-        rot = (torch.rand(n, generator=g) - 0.5) * math.radians(20)
-        scale = 1 + (torch.rand(n, generator=g) - 0.5) * 0.2
-        shear = (torch.rand(n, generator=g) - 0.5) * 0.2
-        c, s = torch.cos(rot) * scale, torch.sin(rot) * scale
-        theta = torch.stack([torch.stack([c, -s + shear, torch.zeros(n)], 1),
-                             torch.stack([s, c, torch.zeros(n)], 1)], 1)
-        grid = F.affine_grid(theta, list(Y.shape), align_corners=False)
-        out.append(F.grid_sample(Y + 1, grid, align_corners=False, padding_mode="zeros") - 1)
-    return torch.cat(out), ds.labels.repeat(copies)
-
-
 def make_set(name: str, scale: float) -> torch.Tensor:
     n, C = SETS[name]
     n = max(64, int(n * scale))
@@ -83,7 +66,7 @@ def make_set(name: str, scale: float) -> torch.Tensor:
         return colour_set(n)
     if name == "mnist-5k":
         return em.load_dataset("mnist5k").images.float()[:n]
-    return distorted_digits(max(1, round(12 * scale)))[0][:n]
+    return distorted(em.load_dataset("mnist5k").images, max(1, round(12 * scale)))[:n]
 
 
 def sample(machine, noise, steps: int, device) -> tuple[torch.Tensor, float]:
