@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
+from .engine import Wrapping
 from .softmax import SoftmaxState
 
 __all__ = ["Group", "join", "Shard", "Sharded", "shard_of", "gather_merge_", "all_reduce_sum", "gather_argmin"]
@@ -159,28 +160,9 @@ def join(device: torch.device | None = None) -> Group:
     return Group(dist.get_rank(), dist.get_world_size())
 
 
-class Sharded:
+class Sharded(Wrapping):
     """An engine over this rank's share of the bank whose states are merged with every rank's
     (:func:`gather_merge_`): each rank gets the state one process holding every image would."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def several_sizes(self) -> bool:
-        return getattr(self.inner, "several_sizes", False)
-
-    @property
-    def max_sizes(self) -> int:
-        return self.inner.max_sizes
-
-    def report(self) -> dict:
-        own = getattr(self.inner, "report", None)
-        return (own() if callable(own) else {}) or {}
 
     def stream(self, queries, bank, *, trace: bool) -> SoftmaxState:
         state = self.inner.stream(queries, bank, trace=trace)

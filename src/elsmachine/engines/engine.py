@@ -100,7 +100,32 @@ class Engine(Protocol):
     def stream(self, queries, bank: Bank, *, trace: bool) -> SoftmaxState: ...
 
 
-class Fallback:
+class Wrapping:
+    """An engine around another one (``inner``) that states what the inner one states: its name,
+    whether it takes several patch sizes in one pass and how many, and its :meth:`report`."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def several_sizes(self) -> bool:
+        return getattr(self.inner, "several_sizes", False)
+
+    @property
+    def max_sizes(self) -> int:
+        return self.inner.max_sizes
+
+    def report(self) -> dict:
+        """What the inner engine states about how it chose itself (forms timed against each other), if anything."""
+        own = getattr(self.inner, "report", None)
+        return (own() if callable(own) else {}) or {}
+
+
+class Fallback(Wrapping):
     """``primary`` until it fails on this device, then ``secondary`` for good, with one warning
     (a GPU kernel whose compiler or driver fails here). An :class:`InputError` is the caller's and
     passes through; with ``strict`` any failure is one :class:`RunError`. Several patch sizes in
@@ -108,8 +133,13 @@ class Fallback:
     size by size."""
 
     def __init__(self, primary, secondary, *, strict: bool = False) -> None:
-        self.primary, self.secondary, self.strict = primary, secondary, strict
+        super().__init__(primary)
+        self.secondary, self.strict = secondary, strict
         self.failed = False
+
+    @property
+    def primary(self):
+        return self.inner
 
     @property
     def name(self) -> str:
@@ -117,16 +147,7 @@ class Fallback:
 
     @property
     def several_sizes(self) -> bool:
-        return not self.failed and getattr(self.primary, "several_sizes", False)
-
-    @property
-    def max_sizes(self) -> int:
-        return self.primary.max_sizes
-
-    def report(self) -> dict:
-        """What the primary states about how it chose itself (forms timed against each other), if anything."""
-        own = getattr(self.primary, "report", None)
-        return (own() if callable(own) else {}) or {}
+        return not self.failed and super().several_sizes
 
     def _fail(self, e: Exception, queries) -> None:
         where = getattr(queries, "device", "this device")
