@@ -46,7 +46,9 @@ NETWORKS = {
 }
 # candidate -> (option, grid of values as benchmarks/candidates.py reads them)
 GRIDS = {
-    "wiener-els": ("wiener_weight", ["0.1", "0.2", "0.35", "0.5", "0.65", "0.8"]),
+    # one weight at every step, or "w@t": w at the steps with t or more, then 0 (Wiener at high
+    # noise, ELS at low noise)
+    "wiener-els": ("wiener_weight", ["0.1", "0.2", "0.35", "0.5", "0.65", "0.8", "1@0.7", "1@0.5", "0.5@0.5"]),
     "els-tempered": ("temperatures", ["0.7", "1.4"]),
     "els-border": ("border_patch_size", ["k-2", "k+2", "k+4"]),
     "els-attention": ("attention_weight", ["0.3"]),
@@ -54,6 +56,17 @@ GRIDS = {
 }
 FITS = ROOT / "docs" / "networks" / "fits.json"
 CAL_SEEDS = list(range(1000, 1010))
+
+
+def _per_step(v: str, steps: int) -> str:
+    """A grid value as candidates.py reads it: "w@t" becomes one weight per step of the default
+    grid (highest t first), w where the step's t >= t, else 0; anything else as it is."""
+    if "@" not in v:
+        return v
+    from elsmachine.patch_schedule import default_grid_times
+
+    w, t = (float(x) for x in v.split("@"))
+    return ",".join(str(w if ti >= t - 1e-9 else 0.0) for ti in default_grid_times(steps))
 
 
 def _load(path: Path) -> dict:
@@ -106,7 +119,7 @@ def fit(networks, candidates, steps: int) -> None:
                     continue
                 if ref is None:
                     ref = em.ddim_sample(net, noise, steps=steps, labels=labels)
-                spec = cand if v is None else f"{cand} {key}={v}"
+                spec = cand if v is None else f"{cand} {key}={_per_step(v, steps)}"
                 machine = build(spec, ds, net, schedule)
                 t0 = time.perf_counter()
                 out = em.ddim_sample(machine, noise, steps=steps, labels=labels)
@@ -114,7 +127,8 @@ def fit(networks, candidates, steps: int) -> None:
                 rec["values"][label] = {"median_r": statistics.median(rs), "mean_r": statistics.mean(rs), "r": rs,
                                         "seconds": time.perf_counter() - t0}
                 _save_entry(name, entry)
-                print(f"{name} {spec}: median r {statistics.median(rs):.4f} ({time.perf_counter() - t0:.0f} s)",
+                what = cand if v is None else f"{cand} {key}={v}"
+                print(f"{name} {what}: median r {statistics.median(rs):.4f} ({time.perf_counter() - t0:.0f} s)",
                       flush=True)
             if values:
                 rec["chosen"] = max(values, key=lambda v: rec["values"][v]["median_r"])
@@ -128,7 +142,7 @@ def _setting(name: str, cand: str, fits: dict) -> str:
     from elsmachine.networks.checkpoints import patch_schedule_beside
 
     rec = fits[name]["candidates"][cand]
-    v = rec["chosen"]
+    v = _per_step(rec["chosen"], fits[name]["steps"])
     if "k" in v.replace("inf", ""):
         sizes = em.PatchSchedule.load(patch_schedule_beside(name)).sizes
         v = ",".join(str(_relative(v, k, k)) for k in sizes)

@@ -49,6 +49,21 @@ class WienerELSMachine(ELSFollowed):
         """lambda at a denoiser time: the one value, or the nearest default-grid time's."""
         return value_at(self.wiener_weight, t, "wiener_weight")
 
+    def _denoise_subset(self, x, a, s, k, cls, trace, t=None, window=None):
+        """Rows at lambda = 1 are the Wiener filter's alone, so ELS runs only on the others."""
+        whole = torch.tensor([self.weight_at(v) == 1.0 for v in t.tolist()])
+        if trace or not self._following or not bool(whole.any()):
+            return super()._denoise_subset(x, a, s, k, cls, trace, t, window)
+        out = torch.empty_like(x)
+        rows = torch.nonzero(whole).flatten()
+        sel = rows.to(x.device)
+        out[sel], _ = self.wiener._denoise_subset(x[sel], a[sel], s[sel], None, cls, False, t[rows])
+        rows = torch.nonzero(~whole).flatten()
+        if len(rows):
+            sel = rows.to(x.device)
+            out[sel], _ = super()._denoise_subset(x[sel], a[sel], s[sel], k, cls, False, t[rows], window)
+        return out, None
+
     def _after(self, els, x, a, s, cls, t):
         """lambda Wiener + (1 - lambda) ELS per row of one class; rows at lambda = 0 skip the filter."""
         lam = torch.tensor([self.weight_at(v) for v in t.tolist()], dtype=torch.float64)
