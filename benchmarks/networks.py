@@ -48,7 +48,8 @@ NETWORKS = {
 GRIDS = {
     # one weight at every step, or "w@t": w at the steps with t or more, then 0 (Wiener at high
     # noise, ELS at low noise)
-    "wiener-els": ("wiener_weight", ["0.1", "0.2", "0.35", "0.5", "0.65", "0.8", "1@0.85", "1@0.7", "1@0.5", "1@0.3", "0.5@0.5"]),
+    "wiener-els": ("wiener_weight", ["0.1", "0.2", "0.35", "0.5", "0.65", "0.8",
+                                     "1@0.85", "1@0.7", "1@0.5", "1@0.3", "0.5@0.5"]),
     "els-tempered": ("temperatures", ["0.7", "1.4"]),
     "els-border": ("border_patch_size", ["k-2", "k+2", "k+4"]),
     "els-attention": ("attention_weight", ["0.3"]),
