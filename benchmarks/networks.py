@@ -190,6 +190,29 @@ def _rows(folder: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def fitted_table(networks, candidates) -> None:
+    """Per network, on the calibration seeds: ELS's median r and each candidate's fitted value
+    with its median r."""
+    fits = _load(FITS)
+    shown = [n for n in networks if n in fits]
+    if not shown:
+        raise SystemExit(f"{FITS} holds no fits yet: run the fit step")
+    print("Fitted on the calibration seeds (median r; the chosen value):\n")
+    print("| machine | " + " | ".join(n.replace("mnist5k-", "") for n in shown) + " |")
+    print("| --- |" + " --- |" * len(shown))
+    for c in ["els", *candidates]:
+        cells = []
+        for n in shown:
+            rec = fits[n]["candidates"].get(c)
+            if rec is None or (c != "els" and "chosen" not in rec):
+                cells.append("")
+            elif c == "els":
+                cells.append(f"{rec['values']['els']['median_r']:.3f}")
+            else:
+                cells.append(f"{rec['values'][rec['chosen']]['median_r']:.3f} ({rec['chosen']})")
+        print(f"| {LABELS.get(c, c)} | " + " | ".join(cells) + " |")
+
+
 def table(networks, candidates) -> None:
     """Median r per machine and network with the share of seeds on which it beats ELS; mean r^2
     and median MSE; and per candidate the issue's goal: its median r minus ELS's on every network,
@@ -312,6 +335,7 @@ def main() -> None:
     elif args.step == "compare":
         compare(networks, candidates, args.seeds, [c for c in args.screened.split(",") if c])
     elif args.step == "table":
+        fitted_table(networks, candidates)
         table(networks, candidates)
     else:
         montage(networks)
