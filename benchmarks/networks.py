@@ -18,8 +18,8 @@ candidate is ELS). A candidate of ``--screened`` (default: all) is compared on t
 seeds only where its fitted median r on the calibration seeds exceeds ELS's by 0.01 or more (a
 third of the margin the comparison looks for), so that the evaluation seeds go to the candidates
 that survived their fit; the table gives the others' calibration figures. ``--screened ""``
-compares every candidate everywhere. ``--networks`` and ``--candidates`` take comma lists; ``--seeds`` the number of
-evaluation seeds.
+compares every candidate everywhere. ``--networks`` and ``--candidates`` take comma lists;
+``--seeds`` the number of evaluation seeds.
 """
 
 from __future__ import annotations
