@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+from itertools import islice
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,7 +122,7 @@ def fit(networks, candidates, steps: int) -> None:
                     continue
                 if ref is None:
                     ref = em.ddim_sample(net, noise, steps=steps, labels=labels)
-                spec = cand if v is None else f"{cand} {key}={_per_step(v, steps)}"
+                spec = cand if v is None else f"{cand} {key}={_per_step(v, steps)}"  # as candidates.py reads it
                 machine = build(spec, ds, net, schedule)
                 t0 = time.perf_counter()
                 out = em.ddim_sample(machine, noise, steps=steps, labels=labels)
@@ -154,9 +155,14 @@ def _setting(name: str, cand: str, fits: dict) -> str:
 SCREEN_MARGIN = 0.01  # a third of the goal's 0.03
 
 
+def _fitted_r(fits: dict, name: str, cand: str) -> float:
+    """Median r on the calibration seeds of ``cand``'s chosen value (ELS's own for "els")."""
+    rec = fits[name]["candidates"][cand]
+    return rec["values"]["els" if cand == "els" else rec["chosen"]]["median_r"]
+
+
 def _beats_els_on_calibration(name: str, cand: str, fits: dict) -> bool:
-    c = fits[name]["candidates"]
-    return c[cand]["values"][c[cand]["chosen"]]["median_r"] >= c["els"]["values"]["els"]["median_r"] + SCREEN_MARGIN
+    return _fitted_r(fits, name, cand) >= _fitted_r(fits, name, "els") + SCREEN_MARGIN
 
 
 def compare(networks, candidates, seeds: int, screened) -> None:
@@ -182,11 +188,15 @@ LABELS = {"els": "ELS (calibrated)", "ideal": "IS", "ls": "LS", "nearest": "near
           "pspc-flex": "PSPC flex", "golddiff": "GoldDiff", "smoothed": "smoothed closed-form"}
 
 
-def _rows(folder: Path) -> list[dict]:
-    import csv
+def _comparisons(networks) -> dict:
+    """{network: its Comparison} for the networks whose folder holds a summarised comparison."""
+    from elsmachine.results import Comparison
 
-    with open(folder / "results.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    found = {n: Comparison.load(ROOT / NETWORKS[n]) for n in networks
+             if (ROOT / NETWORKS[n] / "summary.json").exists()}
+    if not found:
+        raise SystemExit("no comparison has a summary.json yet: run the compare step")
+    return found
 
 
 def fitted_table(networks, candidates) -> None:
@@ -205,10 +215,8 @@ def fitted_table(networks, candidates) -> None:
             rec = fits[n]["candidates"].get(c)
             if rec is None or (c != "els" and "chosen" not in rec):
                 cells.append("")
-            elif c == "els":
-                cells.append(f"{rec['values']['els']['median_r']:.3f}")
             else:
-                cells.append(f"{rec['values'][rec['chosen']]['median_r']:.3f} ({rec['chosen']})")
+                cells.append(f"{_fitted_r(fits, n, c):.3f}" + ("" if c == "els" else f" ({rec['chosen']})"))
         print(f"| {LABELS.get(c, c)} | " + " | ".join(cells) + " |")
 
 
@@ -216,60 +224,50 @@ def table(networks, candidates) -> None:
     """Median r per machine and network with the share of seeds on which it beats ELS; mean r^2
     and median MSE; and per candidate the issue's goal: its median r minus ELS's on every network,
     the share of seeds it beats ELS on, and on how many it is worse."""
-    sums, rows = {}, {}
-    for name in networks:
-        path = ROOT / NETWORKS[name] / "summary.json"
-        if path.exists():
-            sums[name] = json.loads(path.read_text())
-            rows[name] = _rows(ROOT / NETWORKS[name])
-    if not sums:
-        raise SystemExit("no comparison has a summary.json yet: run the compare step")
+    comps = _comparisons(networks)
     machines: list[str] = []
-    for s in sums.values():
-        for m in s["machines"]:
-            if m not in machines:
-                machines.append(m)
-    short = [n.replace("mnist5k-", "") for n in sums]
+    for c in comps.values():
+        machines += [m for m in c.names if m not in machines]
+    short = [n.replace("mnist5k-", "") for n in comps]
 
     def grid(title, cell):
         print(f"\n{title}\n")
         print("| machine | " + " | ".join(short) + " |")
-        print("| --- |" + " --- |" * len(sums))
+        print("| --- |" + " --- |" * len(comps))
         for m in machines:
-            cells = [cell(m, s["machines"][m]) if m in s["machines"] else "" for s in sums.values()]
+            cells = [cell(m, c.machines[m]) if m in c.machines else "" for c in comps.values()]
             print(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
 
     grid("Median r with the network's final images (share of seeds on which it beats calibrated ELS):",
-         lambda m, rec: f"{rec['median_r']:.3f}" + ("" if m == "els" or rec.get("beats_els") is None
-                                                    else f" ({rec['beats_els']:.0%})"))
-    grid("Mean r^2:", lambda m, rec: f"{rec['mean_r2']:.3f}")
-    grid("Median MSE per pixel:", lambda m, rec: f"{rec['median_mse']:.4f}")
+         lambda m, s: f"{s.median['r']:.3f}" + ("" if m == "els" or "els" not in s.beats
+                                                else f" ({s.beats['els']:.0%})"))
+    grid("Mean r^2:", lambda m, s: f"{s.mean['r2']:.3f}")
+    grid("Median MSE per pixel:", lambda m, s: f"{s.median['mse']:.4f}")
 
     print("\nThe goal per candidate (median r minus ELS's; share of seeds beating ELS; seeds worse than ELS):\n")
     print("| candidate | " + " | ".join(short) + " | goal met |")
-    print("| --- |" + " --- |" * (len(sums) + 1))
-    for c in candidates:
-        cells, met = [], len(sums) == len(NETWORKS)
-        for name, s in sums.items():
-            rec = s["machines"].get(c)
-            if rec is None:
+    print("| --- |" + " --- |" * (len(comps) + 1))
+    for cand in candidates:
+        cells, met = [], len(comps) == len(NETWORKS)
+        for c in comps.values():
+            if cand not in c.machines:
                 cells.append("")
                 met = False
                 continue
-            gain = rec["median_r"] - s["machines"]["els"]["median_r"]
-            worse = sum(float(r[f"r_{c}"]) < float(r["r_els"]) for r in rows[name])
-            cells.append(f"{gain:+.3f}, {rec['beats_els']:.0%}, {worse} worse")
-            met = met and gain >= 0.03 and rec["beats_els"] >= 0.7 and worse == 0
-        print(f"| {c} | " + " | ".join(cells) + f" | {'yes' if met else 'no'} |")
+            gain = c.machines[cand].median["r"] - c.machines["els"].median["r"]
+            beats = c.machines[cand].beats["els"]
+            worse = int((c.values(cand) < c.values("els")).sum())
+            cells.append(f"{gain:+.3f}, {beats:.0%}, {worse} worse")
+            met = met and gain >= 0.03 and beats >= 0.7 and worse == 0
+        print(f"| {cand} | " + " | ".join(cells) + f" | {'yes' if met else 'no'} |")
     fits = _load(FITS)
-    for c in candidates:
-        for name in sums:
-            rec = fits.get(name, {}).get("candidates", {}).get(c, {})
-            if c not in sums[name]["machines"] and "chosen" in rec:
-                els = fits[name]["candidates"]["els"]["values"]["els"]["median_r"]
-                print(f"\n{c} on {name}: not compared; on the calibration seeds median r "
-                      f"{rec['values'][rec['chosen']]['median_r']:.3f} at {rec['option']} = {rec['chosen']} "
-                      f"against ELS's {els:.3f}")
+    for cand in candidates:
+        for name, c in comps.items():
+            rec = fits.get(name, {}).get("candidates", {}).get(cand, {})
+            if cand not in c.machines and "chosen" in rec:
+                print(f"\n{cand} on {name}: not compared; on the calibration seeds median r "
+                      f"{_fitted_r(fits, name, cand):.3f} at {rec['option']} = {rec['chosen']} "
+                      f"against ELS's {_fitted_r(fits, name, 'els'):.3f}")
 
 
 def montage(networks, seeds: int = 4) -> Path:
@@ -279,30 +277,27 @@ def montage(networks, seeds: int = 4) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
+    import torch
 
-    shown = [n for n in networks if (ROOT / NETWORKS[n] / "summary.json").exists()]
-    if not shown:
-        raise SystemExit("no comparison has a summary.json yet: run the compare step")
-    fig, axes = plt.subplots(len(shown), 3 * seeds, figsize=(1.0 * 3 * seeds, 1.2 * len(shown) + 0.3), dpi=110,
+    from elsmachine.output.plots import _gray
+
+    comps = _comparisons(networks)
+    fig, axes = plt.subplots(len(comps), 3 * seeds, figsize=(1.0 * 3 * seeds, 1.2 * len(comps) + 0.3), dpi=110,
                              squeeze=False)
-    for i, name in enumerate(shown):
-        folder = ROOT / NETWORKS[name]
-        ms = json.loads((folder / "summary.json").read_text())["machines"]
-        best = max((m for m in ms if m != "els"), key=lambda m: ms[m]["median_r"])
-        rows = {int(r["seed"]): r for r in _rows(folder)}
-        for j, seed in enumerate(sorted(rows)[:seeds]):
-            z = np.load(folder / "seeds" / f"{seed:06d}.npz")
-            for c, (title, key) in enumerate([("network", "network"), ("ELS", "img_els"),
-                                              (LABELS.get(best, best), f"img_{best}")]):
-                ax = axes[i, 3 * j + c]
-                ax.imshow(np.clip((z[key][0] + 1) / 2, 0, 1), cmap="gray", vmin=0, vmax=1)
+    for i, (name, c) in enumerate(comps.items()):
+        best = max((m for m in c.names if m != "els"), key=lambda m: c.machines[m].median["r"])
+        for j, (row, rec) in enumerate(islice(c.records(ROOT / NETWORKS[name]), seeds)):
+            shown = [("network", rec.network, None), ("ELS", rec.machines["els"].image, "els"),
+                     (LABELS.get(best, best), rec.machines[best].image, best)]
+            for k, (title, img, m) in enumerate(shown):
+                ax = axes[i, 3 * j + k]
+                ax.imshow(_gray(torch.from_numpy(img)), cmap="gray", vmin=0, vmax=1)
                 ax.set_xticks([])
                 ax.set_yticks([])
-                if c:
-                    ax.set_xlabel(f"r = {float(rows[seed]['r_' + key[4:]]):.2f}", fontsize=6, labelpad=1)
-                ax.set_title(title if i == 0 or c == 2 else "", fontsize=6, pad=2)
-            axes[i, 3 * j].set_ylabel(f"{name.replace('mnist5k-', '')}\nseed {seed}", fontsize=6)
+                if m is not None:
+                    ax.set_xlabel(f"r = {row.values[m]['r']:.2f}", fontsize=6, labelpad=1)
+                ax.set_title(title if i == 0 or k == 2 else "", fontsize=6, pad=2)
+            axes[i, 3 * j].set_ylabel(f"{name.replace('mnist5k-', '')}\nseed {row.seed}", fontsize=6)
     fig.tight_layout(pad=0.3)
     out = FITS.parent / "montage.png"
     fig.savefig(out)
@@ -319,7 +314,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=100)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--screened", default=",".join(GRIDS),
-                    help="candidates compared only on networks where their fit beats ELS by 0.01 on the calibration seeds")
+                    help="candidates compared only where their fit beats ELS by 0.01 on the calibration seeds")
     args = ap.parse_args()
     networks = [n for n in args.networks.split(",") if n]
     for n in networks:

@@ -123,9 +123,11 @@ def _refine_near_max(state: SoftmaxState, q, x, a, s, Y, mu, bank: Bank, keys, c
     f64 = torch.float64
     mu64 = mu.to(f64).view(1, -1, 1, 1)
     if k64 is not None:
-        sel = k64 if 2 * idx.numel() > k64.shape[0] else k64[idx]
-        if sel is k64:
+        if 2 * idx.numel() > k64.shape[0]:  # most of the set is near a max: every key, no gathered copy
             idx = torch.arange(k64.shape[0], device=k64.device)
+            sel = k64
+        else:
+            sel = k64[idx]
         yc, sq = sel[:, :D], sel[:, D]
     else:
         yc = (Y[idx.to(Y.device)].to(device=x.device, dtype=f64) - mu64).reshape(-1, D)  # the values, centred
