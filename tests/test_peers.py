@@ -230,6 +230,14 @@ def test_every_machine_from_the_command_line_against_a_tiny_network(tmp_path):
     settings = json.loads((tmp_path / "cand" / "settings.json").read_text())
     assert settings["machines"]["els-soft"]["sigma"] == [0.8]
     assert settings["machines"]["els-tempered"]["temperatures"] == [2.0, 0.5]
+    border = ["compare", "--model", str(tmp_path / "net"), *common, "--seeds", "1", "--machines", "els-border",
+              "--patch-schedule", "3", "--out", str(tmp_path / "border")]
+    res = run.invoke(app, border + ["--set", "els-border.border_patch_size=5,3"])
+    assert res.exit_code == 0, res.output
+    settings = json.loads((tmp_path / "border" / "settings.json").read_text())
+    assert settings["machines"]["els-border"]["border_patch_size"]["sizes"] == [5, 3]
+    res = run.invoke(app, border + ["--set", "els-border.border_patch_size=4"])
+    assert res.exit_code == 2 and "border_patch_size" in res.output and "odd" in res.output, res.output
     for bad, says in (("els-soft.width=3", "has no option 'width'"), ("ls.padding=zeros", "not among the machines"),
                       ("els-soft", "MACHINE.OPTION=VALUE"), ("els-soft.sigma=-1", "sigma must be positive")):
         res = run.invoke(app, cands + ["--set", bad])

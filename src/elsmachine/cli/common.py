@@ -29,6 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..errors import InputError
 from ..networks.checkpoints import BUNDLED_MODELS
+from ..patch_schedule import spelled_sizes
 
 console = Console(stderr=True)
 
@@ -150,6 +151,11 @@ def parse_settings(items: list[str], names: list[str]) -> dict[str, dict]:
                 value = opt.kind(value)
             except ValueError:
                 raise InputError(f"--set {item!r}: {option} must be {opt.kind.__name__}, got {value!r}") from None
+        elif opt.kind == "patch_schedule":
+            # in code the text '5,3' is refused (a size is a number there); on the command line it
+            # spells the sizes, and only a name (a preset or a file) stays text
+            spelled = spelled_sizes(value, option)
+            value = value if spelled is None else spelled
         out.setdefault(machine, {})[opt.name] = value
     return out
 
