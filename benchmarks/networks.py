@@ -56,6 +56,8 @@ GRIDS = {
     "els-border": ("border_patch_size", ["k-2", "k+2", "k+4"]),
     "els-attention": ("attention_weight", ["0.3"]),
     "els-soft": ("sigma", ["0.5*k"]),
+    # pixel q meets only the candidates within R pixels (0 is LS at ELS's sizes; inf, ELS, is left out)
+    "els-radius": ("radii", ["0", "1", "2", "3", "5", "8"]),
 }
 FITS = ROOT / "docs" / "networks" / "fits.json"
 CAL_SEEDS = list(range(1000, 1010))

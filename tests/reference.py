@@ -69,10 +69,20 @@ def tempered(x, t, Y, temperature):
     return out
 
 
-def patch_machine(kind, x, t, Y, k, padding, return_trace=False, temperature=1.0, sigma=math.inf):
+def near(cands, i, j, H, W, radius, padding):
+    """The candidates at most ``radius`` pixels from (i, j) along each axis (around the torus
+    for circular padding)."""
+    def dist(u, v, n):
+        d = abs(u - v)
+        return min(d, n - d) if padding == "circular" else d
+
+    return [(r, c) for r, c in cands if dist(r, i, H) <= radius and dist(c, j, W) <= radius]
+
+
+def patch_machine(kind, x, t, Y, k, padding, return_trace=False, temperature=1.0, sigma=math.inf, radius=math.inf):
     """LS ("ls") or ELS ("els") by enumeration, its logits divided by ``temperature``, each
-    window offset o's squared differences weighted by exp(-|o|^2 / (2 sigma^2)); optionally the
-    argmax candidate per pixel."""
+    window offset o's squared differences weighted by exp(-|o|^2 / (2 sigma^2)), its candidates
+    cut to those within ``radius`` pixels; optionally the argmax candidate per pixel."""
     a, s = coefficients(t)
     x, Y = x.double(), Y.double()
     B, C, H, W = x.shape
@@ -86,7 +96,7 @@ def patch_machine(kind, x, t, Y, k, padding, return_trace=False, temperature=1.0
                       for di in range(-h, h + 1)], dtype=torch.float64).flatten().repeat(C)
     for i in range(H):
         for j in range(W):
-            cands = candidates(kind, i, j, H, W, k, padding)
+            cands = near(candidates(kind, i, j, H, W, k, padding), i, j, H, W, radius, padding)
             keys, vals, ids = [], [], []
             for n in range(N):
                 for (r, c) in cands:

@@ -223,13 +223,15 @@ def test_every_machine_from_the_command_line_against_a_tiny_network(tmp_path):
     assert "beats_els" in summary["machines"]["locality"] and (tmp_path / "cmp" / "sensitivity.safetensors").exists()
     for f in ("results.csv", "montage.png", "boxplot.png"):
         assert (tmp_path / "cmp" / f).stat().st_size > 0
-    cands = ["compare", "--model", str(tmp_path / "net"), *common, "--seeds", "1", "--machines", "els,els-soft,els-tempered",
-             "--patch-schedule", "3", "--out", str(tmp_path / "cand")]
-    res = run.invoke(app, cands + ["--set", "els-soft.sigma=0.8", "--set", "els-tempered.temperatures=2,0.5"])
+    cands = ["compare", "--model", str(tmp_path / "net"), *common, "--seeds", "1", "--machines",
+             "els,els-soft,els-tempered,els-radius", "--patch-schedule", "3", "--out", str(tmp_path / "cand")]
+    res = run.invoke(app, cands + ["--set", "els-soft.sigma=0.8", "--set", "els-tempered.temperatures=2,0.5",
+                                   "--set", "els-radius.radii=1,inf"])
     assert res.exit_code == 0, res.output
     settings = json.loads((tmp_path / "cand" / "settings.json").read_text())
     assert settings["machines"]["els-soft"]["sigma"] == [0.8]
     assert settings["machines"]["els-tempered"]["temperatures"] == [2.0, 0.5]
+    assert settings["machines"]["els-radius"]["radii"] == [1, "inf"]
     border = ["compare", "--model", str(tmp_path / "net"), *common, "--seeds", "1", "--machines", "els-border",
               "--patch-schedule", "3", "--out", str(tmp_path / "border")]
     res = run.invoke(app, border + ["--set", "els-border.border_patch_size=5,3"])
@@ -239,7 +241,8 @@ def test_every_machine_from_the_command_line_against_a_tiny_network(tmp_path):
     res = run.invoke(app, border + ["--set", "els-border.border_patch_size=4"])
     assert res.exit_code == 2 and "border_patch_size" in res.output and "odd" in res.output, res.output
     for bad, says in (("els-soft.width=3", "has no option 'width'"), ("ls.padding=zeros", "not among the machines"),
-                      ("els-soft", "MACHINE.OPTION=VALUE"), ("els-soft.sigma=-1", "sigma must be positive")):
+                      ("els-soft", "MACHINE.OPTION=VALUE"), ("els-soft.sigma=-1", "sigma must be positive"),
+                      ("els-radius.radii=1.5", "whole numbers")):
         res = run.invoke(app, cands + ["--set", bad])
         assert res.exit_code == 2 and says in res.output, (bad, res.output)
     res = run.invoke(app, ["calibrate", "--model", str(tmp_path / "net"), *common, "--machine", "pspc", "--sizes", "1,3",

@@ -166,10 +166,15 @@ class PatchMachine(PatchSized, CandidateMachine):
         schedule's own (a subclass may rescale it; x0_hat depends on s only through the logits)."""
         return s
 
+    def _engine_at(self, x: torch.Tensor, t: torch.Tensor):
+        """The engine the rows x at times t [b] stream through: the machine's one engine (a
+        subclass whose candidates change with t picks one per t)."""
+        return self.engine(x)
+
     def _denoise_subset(self, x, a, s, k, cls, trace, t=None, window=None):
         """``window``: weights [k, k] of a windowed patch distance (attention form; None: the box)."""
         s = self._logit_noise(s, t)
-        engine = self.engine(x)
+        engine = self._engine_at(x, t)
         bank = self.bank(cls)
         if self.subsetting:  # each row over its own subset (docs/theory.md, "Subsets with a bound")
             if window is not None:

@@ -15,9 +15,10 @@ from ..patch_schedule import default_grid_times
 __all__ = ["per_step_values", "value_at"]
 
 
-def per_step_values(spec, name: str, *, infinite: bool = False, share: bool = False) -> tuple[float, ...]:
-    """Positive numbers (``infinite``: inf allowed too; ``share``: numbers in [0, 1] instead) from
-    a number, a sequence or '0.5,0.7,...'."""
+def per_step_values(spec, name: str, *, infinite: bool = False, share: bool = False,
+                    zero: bool = False) -> tuple[float, ...]:
+    """Positive numbers (``infinite``: inf allowed too; ``zero``: 0 too; ``share``: numbers in
+    [0, 1] instead) from a number, a sequence or '0.5,0.7,...'."""
     items = spec
     if isinstance(spec, str):
         try:
@@ -40,9 +41,10 @@ def per_step_values(spec, name: str, *, infinite: bool = False, share: bool = Fa
         elif share:
             ok = 0 <= v <= 1
         else:
-            ok = v > 0 and (infinite or not math.isinf(v))
+            ok = (v >= 0 if zero else v > 0) and (infinite or not math.isinf(v))
         if not ok:
-            what = "numbers in [0, 1]" if share else f"positive numbers{' (or inf)' if infinite else ''}"
+            sign = "non-negative" if zero else "positive"
+            what = "numbers in [0, 1]" if share else f"{sign} numbers{' (or inf)' if infinite else ''}"
             raise InputError(f"{name} must be {what}, got {v!r}")
     return tuple(float(v) for v in items)
 
