@@ -14,7 +14,8 @@ Three steps, each resumable (a rerun does only what is missing):
 
 A candidate's value is the one of its grid whose DDIM samples have the largest median Pearson r
 with the network's on the calibration seeds (the grid leaves out the value at which the
-candidate is ELS). A candidate of ``--screened`` (default: all) is compared on the evaluation
+candidate is ELS; wiener-els-radius keeps wiener-els's fitted weight and fits its radius, leaving
+out inf, at which it is wiener-els). A candidate of ``--screened`` (default: all) is compared on the evaluation
 seeds only where its fitted median r on the calibration seeds exceeds ELS's by 0.01 or more (a
 third of the margin the comparison looks for), so that the evaluation seeds go to the candidates
 that survived their fit; the table gives the others' calibration figures. ``--screened ""``
@@ -58,7 +59,11 @@ GRIDS = {
     "els-soft": ("sigma", ["0.5*k"]),
     # pixel q meets only the candidates within R pixels (0 is LS at ELS's sizes; inf, ELS, is left out)
     "els-radius": ("radii", ["0", "1", "2", "3", "5", "8"]),
+    # wiener-els's fitted weight, its ELS cut to a radius (inf, wiener-els itself, is left out)
+    "wiener-els-radius": ("radii", ["1", "2", "3"]),
 }
+# candidate -> {option: the candidate whose value fitted on the same network it keeps}
+FIXED = {"wiener-els-radius": {"wiener_weight": "wiener-els"}}
 FITS = ROOT / "docs" / "networks" / "fits.json"
 CAL_SEEDS = list(range(1000, 1010))
 
@@ -117,14 +122,19 @@ def fit(networks, candidates, steps: int) -> None:
         entry = fits.setdefault(name, {"seeds": CAL_SEEDS, "steps": steps, "candidates": {}})
         todo = [("els", None, None)] + [(c, *GRIDS[c]) for c in candidates]
         for cand, key, values in todo:
+            fixed = {opt: entry["candidates"][src]["chosen"] for opt, src in FIXED.get(cand, {}).items()}
             rec = entry["candidates"].setdefault(cand, {"option": key, "values": {}})
+            if rec.get("fixed", {}) != fixed:  # fitted beside another value: fitted again
+                rec.update(values={}, fixed=fixed)
+                rec.pop("chosen", None)
+            kept = "".join(f" {opt}={_per_step(v, steps)}" for opt, v in fixed.items())
             for v in values or [None]:
                 label = "els" if v is None else v
                 if label in rec["values"]:
                     continue
                 if ref is None:
                     ref = em.ddim_sample(net, noise, steps=steps, labels=labels)
-                spec = cand if v is None else f"{cand} {key}={_per_step(v, steps)}"  # as candidates.py reads it
+                spec = cand if v is None else f"{cand} {key}={_per_step(v, steps)}{kept}"  # as candidates.py reads it
                 machine = build(spec, ds, net, schedule)
                 t0 = time.perf_counter()
                 out = em.ddim_sample(machine, noise, steps=steps, labels=labels)
@@ -140,18 +150,22 @@ def fit(networks, candidates, steps: int) -> None:
                 _save_entry(name, entry)
 
 
-def _setting(name: str, cand: str, fits: dict) -> str:
-    """The --set item of a fitted candidate: its value spelled per step as els compare takes it."""
+def _settings(name: str, cand: str, fits: dict) -> list[str]:
+    """The --set items of a fitted candidate, its fitted value and those it keeps from another
+    candidate's fit, each spelled per step as els compare takes it."""
     import elsmachine as em
     from candidates import _relative
     from elsmachine.networks.checkpoints import patch_schedule_beside
 
     rec = fits[name]["candidates"][cand]
-    v = _per_step(rec["chosen"], fits[name]["steps"])
-    if "k" in v.replace("inf", ""):
-        sizes = em.PatchSchedule.load(patch_schedule_beside(name)).sizes
-        v = ",".join(str(_relative(v, k, k)) for k in sizes)
-    return f"{cand}.{rec['option']}={v}"
+    out = []
+    for opt, chosen in [(rec["option"], rec["chosen"]), *rec.get("fixed", {}).items()]:
+        v = _per_step(chosen, fits[name]["steps"])
+        if "k" in v.replace("inf", ""):
+            sizes = em.PatchSchedule.load(patch_schedule_beside(name)).sizes
+            v = ",".join(str(_relative(v, k, k)) for k in sizes)
+        out += ["--set", f"{cand}.{opt}={v}"]
+    return out
 
 
 SCREEN_MARGIN = 0.01  # a third of the goal's 0.03
@@ -178,7 +192,7 @@ def compare(networks, candidates, seeds: int, screened) -> None:
         cmd = ["els", "compare", "--model", name, "--machines", ",".join(["all", *fitted]),
                "--seeds", str(seeds), "--out", str(ROOT / NETWORKS[name])]
         for c in fitted:
-            cmd += ["--set", _setting(name, c, fits)]
+            cmd += _settings(name, c, fits)
         print(" ".join(cmd), flush=True)
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True)
@@ -218,7 +232,8 @@ def fitted_table(networks, candidates) -> None:
             if rec is None or (c != "els" and "chosen" not in rec):
                 cells.append("")
             else:
-                cells.append(f"{_fitted_r(fits, n, c):.3f}" + ("" if c == "els" else f" ({rec['chosen']})"))
+                kept = "".join(f", {v} kept" for v in rec.get("fixed", {}).values())
+                cells.append(f"{_fitted_r(fits, n, c):.3f}" + ("" if c == "els" else f" ({rec['chosen']}{kept})"))
         print(f"| {LABELS.get(c, c)} | " + " | ".join(cells) + " |")
 
 

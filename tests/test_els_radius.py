@@ -71,3 +71,34 @@ def test_els_radius_refuses_bad_radii_and_modes_it_has_no_meaning_for(data):
         em.make_machine("els-radius", Y, patch_size=3, radii=1, subset=2)
     with pytest.raises(em.InputError, match="no triton backend"):
         em.make_machine("els-radius", Y, patch_size=3, radii=1, backend="triton")
+
+
+@pytest.mark.parametrize("padding", ["zeros", "circular"])
+@pytest.mark.parametrize("backend", ["auto", "fused"])
+def test_wiener_els_radius_joins_the_wiener_filter_to_els_within_a_radius(data, padding, backend):
+    Y, x = data(N=6, C=2, H=6, W=5, B=3, seed=9)
+    labels = torch.tensor([0, 1] * 3)
+    q = torch.tensor([1, 0, 1])
+    lam, radii = [1.0, 0.3, 0.0, 0.6], [1, 1, 2, "inf"]  # the 4-step grid: t = 1, 0.75, 0.5, 0.25
+    m = em.make_machine("wiener-els-radius", Y, patch_size=3, padding=padding, backend=backend, labels=labels,
+                        wiener_weight=lam, radii=radii)
+    tt = torch.tensor([0.75, 0.5, 0.25])  # one batch, three weights and radii
+    expect = torch.cat([
+        w * ref.wiener(x[b : b + 1], float(tt[b]), Y[labels == q[b]])
+        + (1 - w) * ref.patch_machine("els", x[b : b + 1], float(tt[b]), Y[labels == q[b]], 3, padding, radius=r)
+        for b, (w, r) in enumerate([(0.3, 1), (0.0, 2), (0.6, math.inf)])])
+    torch.testing.assert_close(m.denoise(x, tt, q), expect, rtol=0, atol=1e-10)
+    for k, got in zip((5, 3), m.denoise_sizes(x, 0.75, [5, 3], q)):
+        joined = torch.cat([0.3 * ref.wiener(x[b : b + 1], 0.75, Y[labels == q[b]]) + 0.7 * ref.patch_machine(
+            "els", x[b : b + 1], 0.75, Y[labels == q[b]], k, padding, radius=1) for b in range(3)])
+        torch.testing.assert_close(got, joined, rtol=0, atol=1e-10)
+    torch.testing.assert_close(m.denoise(x, 1.0, q), em.make_machine("wiener", Y, labels=labels).denoise(x, 1.0, q),
+                               rtol=0, atol=1e-12)
+    plain = {"wiener-els": {"wiener_weight": 0.4}, "els-radius": {"radii": 1}}
+    for name, opts in plain.items():  # inf radius is wiener-els, weight 0 els-radius
+        both = em.make_machine("wiener-els-radius", Y, patch_size=3, padding=padding, **opts)
+        torch.testing.assert_close(both.denoise(x, 0.5), em.make_machine(name, Y, patch_size=3, padding=padding,
+                                                                          **opts).denoise(x, 0.5), rtol=0, atol=1e-12)
+    assert m.describe()["radii"] == [1, 1, 2, "inf"] and m.describe()["wiener_weight"] == lam
+    with pytest.raises(em.InputError, match="radii"):
+        em.make_machine("wiener-els-radius", Y, patch_size=3, radii=-2)
