@@ -296,7 +296,7 @@ def montage(networks, seeds: int = 4) -> Path:
     import matplotlib.pyplot as plt
     import torch
 
-    from elsmachine.output.plots import _gray
+    from elsmachine.output.plots import shown_image
 
     comps = _comparisons(networks)
     fig, axes = plt.subplots(len(comps), 3 * seeds, figsize=(1.0 * 3 * seeds, 1.2 * len(comps) + 0.3), dpi=110,
@@ -308,7 +308,7 @@ def montage(networks, seeds: int = 4) -> Path:
                      (LABELS.get(best, best), rec.machines[best].image, best)]
             for k, (title, img, m) in enumerate(shown):
                 ax = axes[i, 3 * j + k]
-                ax.imshow(_gray(torch.from_numpy(img)), cmap="gray", vmin=0, vmax=1)
+                ax.imshow(shown_image(torch.from_numpy(img)), cmap="gray", vmin=0, vmax=1)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if m is not None:

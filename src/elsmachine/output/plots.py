@@ -17,7 +17,7 @@ from ..files import atomic_write
 from ..machines.tracing import DOMINANT, SampleTrace
 from ..results import Comparison
 
-__all__ = ["render_mosaic", "source_colour", "comparison_plots", "COMPARISON_FIGURES"]
+__all__ = ["render_mosaic", "source_colour", "comparison_plots", "shown_image", "COMPARISON_FIGURES"]
 
 
 # Distinct colours for the most used sources, the ones the legend names (matplotlib's tab10
@@ -37,7 +37,7 @@ def source_colour(n: int, legend: list[int] = ()) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(h, 0.3, 0.95))
 
 
-def _gray(img: torch.Tensor) -> np.ndarray:
+def shown_image(img: torch.Tensor) -> np.ndarray:
     """[C, H, W] in [-1, 1] -> [H, W] or [H, W, 3] in [0, 1] for imshow."""
     a = ((img.float().clamp(-1, 1) + 1) / 2).numpy()
     return a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
@@ -52,7 +52,7 @@ def source_colours(src: torch.Tensor, weight: torch.Tensor, image: torch.Tensor,
     dom = weight.numpy() >= DOMINANT
     for n in np.unique(s[dom]):
         rgb[(s == n) & dom] = source_colour(int(n), legend)
-    bright = _gray(image)
+    bright = shown_image(image)
     if bright.ndim == 3:
         bright = bright.mean(-1)
     return rgb * (0.3 + 0.7 * bright[..., None])
@@ -105,7 +105,7 @@ def render_mosaic(trace: SampleTrace, train_images: torch.Tensor, out_dir, *, st
     fig = plt.figure(figsize=(7 + 1.5 * ncol_thumbs, 3.6), dpi=120)
     gs = fig.add_gridspec(2, 4 + ncol_thumbs)
     ax = fig.add_subplot(gs[:, 0:2])
-    ax.imshow(_gray(final), cmap="gray", vmin=0, vmax=1)
+    ax.imshow(shown_image(final), cmap="gray", vmin=0, vmax=1)
     ax.set_title("final image", fontsize=9)
     ax.axis("off")
     ax = fig.add_subplot(gs[:, 2:4])
@@ -115,7 +115,7 @@ def render_mosaic(trace: SampleTrace, train_images: torch.Tensor, out_dir, *, st
     ax.axis("off")
     for i, n in enumerate(order):
         a = fig.add_subplot(gs[i % 2, 4 + i // 2])
-        a.imshow(_gray(train_images[n]), cmap="gray", vmin=0, vmax=1)
+        a.imshow(shown_image(train_images[n]), cmap="gray", vmin=0, vmax=1)
         for sp in a.spines.values():
             sp.set_edgecolor(source_colour(n, order))
             sp.set_linewidth(3)
@@ -151,8 +151,8 @@ def render_mosaic(trace: SampleTrace, train_images: torch.Tensor, out_dir, *, st
     axes = np.asarray(axes).reshape(3, cols)
     for i in range(cols):
         si = trace.source_image[i, 0]
-        axes[0, i].imshow(_gray(trace.x_t[i, 0]), cmap="gray", vmin=0, vmax=1)
-        axes[1, i].imshow(_gray(trace.x0_hat[i, 0]), cmap="gray", vmin=0, vmax=1)
+        axes[0, i].imshow(shown_image(trace.x_t[i, 0]), cmap="gray", vmin=0, vmax=1)
+        axes[1, i].imshow(shown_image(trace.x0_hat[i, 0]), cmap="gray", vmin=0, vmax=1)
         axes[2, i].imshow(source_colours(si, trace.weight[i, 0], trace.x0_hat[i, 0], order))
         axes[0, i].set_title(f"t={float(trace.ts[i]):.2f}" + (f"\nk={int(trace.patch_sizes[i])}" if int(trace.patch_sizes[i]) > 0 else ""), fontsize=6)
         for r in range(3):
@@ -220,7 +220,7 @@ def comparison_plots(folder, comparison: Comparison, train_images: torch.Tensor,
             imgs.append(train_images[row.nearest_index].float())
             for j, img in enumerate(imgs):
                 ax = axes[i, j]
-                ax.imshow(_gray(img), cmap="gray", vmin=0, vmax=1)
+                ax.imshow(shown_image(img), cmap="gray", vmin=0, vmax=1)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if 1 <= j <= len(names):
