@@ -21,6 +21,8 @@ def cases():
     out += [("nearest", {}, True), ("wiener", {}, False), ("stationary", {}, False),
             ("locality", {"threshold": 0.05}, True), ("pspc", {"patch_size": 3}, False),
             ("pspc-flex", {"sensitivity": sensitivity()}, False), ("smoothed", {"num_noise": 3}, False)]
+    # a machine whose engine changes with t: one per radius, each sharded
+    out += [("els-radius", {"patch_size": 3, "radii": [1, 0], "backend": b}, True) for b in ("native", "fused")]
     return out
 
 
