@@ -350,12 +350,14 @@ class CandidateMachine(SubsetSelection, ScoreMachine):
         # across ranks).
         self._mu = _channel_mean(images)
 
-    def engine(self, x: torch.Tensor):
-        """The engine this machine streams tensors like ``x`` through (chosen at first use)."""
-        key = (x.device, x.dtype)
+    def engine(self, x: torch.Tensor, variant=None):
+        """The engine this machine streams tensors like ``x`` through (chosen at first use).
+        ``variant``: what else the choice depends on, passed to :meth:`_choose_engine` (a radius
+        for a machine whose candidates change per step; None for most)."""
+        key = (x.device, x.dtype, variant)
         hit = self._engines.get(key)
         if hit is None:
-            hit = self._choose_engine(x)
+            hit = self._choose_engine(x) if variant is None else self._choose_engine(x, variant)
             if self.distributed:
                 from ..engines.distributed import Sharded
 
@@ -372,11 +374,11 @@ class CandidateMachine(SubsetSelection, ScoreMachine):
         forms were timed against each other, the form kept at each patch size and the measured
         times; empty where nothing was timed."""
         out = {}
-        for (dev, dt), eng in self._engines.items():
+        for (dev, dt, variant), eng in self._engines.items():
             own = getattr(eng, "report", None)
             got = own() if callable(own) else None
             if got:
-                out[f"{dev} {str(dt).removeprefix('torch.')}"] = got
+                out[f"{dev} {str(dt).removeprefix('torch.')}" + ("" if variant is None else f" {variant}")] = got
         return out
 
     def describe(self) -> dict:

@@ -19,15 +19,10 @@ from __future__ import annotations
 
 import math
 
-import torch
-
-from ..engines import displacement as disp
 from ..errors import InputError
-from .base import Trace
 from .declaration import SOFTMAX, Declaration, Option
-from .forms import AttentionForm, DisplacementForm, Geometry
 from .local import APPROX_RADIUS, PATCH_OPTIONS, ELSMachine
-from .per_step import per_step_values, value_at
+from .per_step import by_step_value, per_step_values, value_at
 
 __all__ = ["RadiusELSMachine"]
 
@@ -59,7 +54,6 @@ class RadiusELSMachine(ELSMachine):
         if kw.get("subset") is not None or kw.get("subset_bound") is not None:
             raise InputError("subset= bounds ELS's whole candidate set; els-radius has no bound")
         super().__init__(images, patch_size, padding, **kw)
-        self._radius_engines: dict = {}
 
     def radius_at(self, t: float) -> int | None:
         """R at a denoiser time (None: no limit, ELS), the one value or the nearest grid time's."""
@@ -67,47 +61,13 @@ class RadiusELSMachine(ELSMachine):
         return None if math.isinf(r) else int(r)
 
     def _engine_at(self, x, t):
-        radii = {self.radius_at(v) for v in t.tolist()}
-        if len(radii) != 1:  # pragma: no cover - _denoise_subset groups rows by radius
-            raise RuntimeError("rows at different radii")
-        radius = radii.pop()
-        if radius is None:  # ELS itself, on the engine ELS would choose
-            return self.engine(x)
-        key = (x.device, x.dtype, radius)
-        hit = self._radius_engines.get(key)
-        if hit is None:
-            geometry = Geometry("els", self.padding, radius)
-            if self.backend in ("auto", "native") and disp.available(x):
-                hit = DisplacementForm(geometry, self._cache, self.memory_budget)
-            elif self.backend == "native":
-                from ..engines.native import status
-
-                raise InputError(f"the native backend needs the compiled kernel and float32/float64 CPU tensors "
-                                 f"(kernel: {status()}; x: {x.dtype} on {x.device})")
-            else:
-                hit = AttentionForm(geometry, self._cache, self.memory_budget, self._attention_backend)
-            if self.distributed:
-                from ..engines.distributed import Sharded
-
-                hit = Sharded(hit)
-            self._radius_engines[key] = hit
-        return hit
+        # one radius (_denoise_subset groups the rows by it); None, ELS's own engine
+        return self.engine(x, self.radius_at(float(t[0])))
 
     def _denoise_subset(self, x, a, s, k, cls, trace, t=None, window=None):
-        groups: dict[int | None, list[int]] = {}
-        for b, v in enumerate(t.tolist()):
-            groups.setdefault(self.radius_at(v), []).append(b)
-        if len(groups) == 1:
-            return super()._denoise_subset(x, a, s, k, cls, trace, t, window)
-        out = torch.empty_like(x)
-        tr = Trace.empty(x.shape[0], x.shape[2], x.shape[3], x) if trace else None
-        for idx in groups.values():  # rows at different radii: one candidate set each
-            sel = torch.tensor(idx, device=x.device)
-            x0, sub = super()._denoise_subset(x[sel], a[sel], s[sel], k, cls, trace, t[idx], window)
-            out[sel] = x0
-            if trace:
-                tr.put(sel, sub)
-        return out, tr
+        parent = super()._denoise_subset  # rows at different radii: one candidate set each
+        return by_step_value(self.radius_at, x, a, s, t, trace,
+                             lambda x, a, s, t, _: parent(x, a, s, k, cls, trace, t, window))
 
     def denoise_sizes(self, x, t, sizes, labels=None):
         """x0_hat at each patch size of ``sizes``, size by size (each at the radius of its t)."""

@@ -23,11 +23,10 @@ import torch
 
 from ..engines.attention import ATTENTION_BACKENDS
 from ..errors import InputError
-from .base import Trace
 from .declaration import SOFTMAX, Declaration, Option
 from .forms import AttentionForm, Geometry
 from .local import PATCH_OPTIONS, ELSMachine
-from .per_step import per_step_values, value_at
+from .per_step import by_step_value, per_step_values, value_at
 
 __all__ = ["SoftELSMachine", "gaussian_window"]
 
@@ -68,18 +67,6 @@ class SoftELSMachine(ELSMachine):
         return AttentionForm(Geometry("els", self.padding), self._cache, self.memory_budget, self._attention_backend)
 
     def _denoise_subset(self, x, a, s, k, cls, trace, t=None, window=None):
-        sig = [self.sigma_at(v) for v in t.tolist()]
-        groups: dict[float, list[int]] = {}
-        for b, v in enumerate(sig):
-            groups.setdefault(v, []).append(b)
-        if len(groups) == 1:
-            return super()._denoise_subset(x, a, s, k, cls, trace, t, gaussian_window(k, sig[0]))
-        out = torch.empty_like(x)
-        tr = Trace.empty(x.shape[0], x.shape[2], x.shape[3], x) if trace else None
-        for v, idx in groups.items():  # rows at different sigmas: one window each
-            sel = torch.tensor(idx, device=x.device)
-            x0, sub = super()._denoise_subset(x[sel], a[sel], s[sel], k, cls, trace, t[idx], gaussian_window(k, v))
-            out[sel] = x0
-            if trace:
-                tr.put(sel, sub)
-        return out, tr
+        parent = super()._denoise_subset  # rows at different sigmas: one window each
+        return by_step_value(self.sigma_at, x, a, s, t, trace,
+                             lambda x, a, s, t, sig: parent(x, a, s, k, cls, trace, t, gaussian_window(k, sig)))

@@ -129,8 +129,12 @@ class PatchMachine(PatchSized, CandidateMachine):
             return TritonChoice(geometry)
         return TritonForm(geometry)
 
-    def _choose_engine(self, x):
-        geometry = Geometry(self.candidate_kind, self.padding, self.approx_radius)
+    def _choose_engine(self, x, radius: int | None = None):
+        """``radius``: candidates within that many pixels (:mod:`.candidates`), on the compiled
+        kernel under "auto" or "native", else on the attention form; None: ``approx_radius``."""
+        if radius is None:
+            radius = self.approx_radius
+        geometry = Geometry(self.candidate_kind, self.padding, radius)
         attention = AttentionForm(geometry, self._cache, self.memory_budget, self._attention_backend)
         if self.backend in TRITON_BACKENDS:
             from ..engines import gpu, gpu_displacement
@@ -139,7 +143,7 @@ class PatchMachine(PatchSized, CandidateMachine):
             if why is not None:
                 raise InputError(f"the {self.backend} backend cannot run here: {why}")
             return Fallback(self._triton_form(geometry, x), None, strict=True)
-        if self.backend == "auto" and self._triton_wanted(x):
+        if self.backend == "auto" and radius is None and self._triton_wanted(x):
             return Fallback(self._triton_form(geometry, x), attention)
         if self.backend == "native" or self.approx_radius is not None:
             if not disp.available(x):

@@ -11,8 +11,9 @@ import torch
 
 from ..errors import InputError
 from ..patch_schedule import default_grid_times
+from .base import Trace
 
-__all__ = ["per_step_values", "value_at"]
+__all__ = ["per_step_values", "value_at", "by_step_value"]
 
 
 def per_step_values(spec, name: str, *, infinite: bool = False, share: bool = False,
@@ -60,3 +61,23 @@ def value_at(values: tuple[float, ...], t: float, name: str) -> float:
         warnings.warn(f"t = {float(t):.6g} is not a time of the {len(ts)}-step grid of these {name}; "
                       f"using that of t = {float(ts[i]):g}", stacklevel=5)
     return values[i]
+
+
+def by_step_value(value_of, x, a, s, t, trace: bool, run):
+    """x0_hat [b, C, H, W] (and the trace) of the rows x at times t [b] whose machine takes a value
+    per step: ``run(x, a, s, t, v)`` once for the rows of each value v = ``value_of(t_b)``, the
+    whole batch in one call where every row has the same value."""
+    groups: dict = {}
+    for b, v in enumerate(t.tolist()):
+        groups.setdefault(value_of(v), []).append(b)
+    if len(groups) == 1:
+        return run(x, a, s, t, next(iter(groups)))
+    out = torch.empty_like(x)
+    tr = Trace.empty(x.shape[0], x.shape[2], x.shape[3], x) if trace else None
+    for v, idx in groups.items():
+        sel = torch.tensor(idx, device=x.device)
+        x0, sub = run(x[sel], a[sel], s[sel], t[idx], v)
+        out[sel] = x0
+        if trace:
+            tr.put(sel, sub)
+    return out, tr
