@@ -38,3 +38,29 @@ def mnist():
     import elsmachine as em
 
     return em.load_dataset("mnist5k")
+
+
+def _folder_digest(folder):
+    """Every file under ``folder`` with its bytes' SHA-256, to see that no test changed a shared folder."""
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def tiny_network(tmp_path_factory):
+    """A checkpoint folder written by ``train``: the smallest class-conditional ResNet (width 4,
+    depth 1, 10 classes, embedding 8), one epoch of batch 10 on one bundled digit per class. Trained
+    once per session for the tests that hand a network to a command (``--model``); they read it and
+    write elsewhere, which the teardown checks."""
+    import elsmachine as em
+    from elsmachine.networks import NetConfig
+    from elsmachine.networks.training import TrainConfig, train
+
+    folder = tmp_path_factory.mktemp("tiny-network") / "net"
+    train(NetConfig(arch="resnet", width=4, depth=1, num_classes=10, emb_dim=8), TrainConfig(epochs=1, batch_size=10),
+          em.load_dataset("mnist5k", per_class=1), folder)
+    before = _folder_digest(folder)
+    yield folder
+    assert _folder_digest(folder) == before, "a test wrote into the shared tiny network's folder"

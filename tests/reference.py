@@ -79,10 +79,12 @@ def near(cands, i, j, H, W, radius, padding):
     return [(r, c) for r, c in cands if dist(r, i, H) <= radius and dist(c, j, W) <= radius]
 
 
-def patch_machine(kind, x, t, Y, k, padding, return_trace=False, temperature=1.0, sigma=math.inf, radius=math.inf):
+def patch_machine(kind, x, t, Y, k, padding, return_trace=False, temperature=1.0, sigma=math.inf, radius=math.inf,
+                  centring=0.0):
     """LS ("ls") or ELS ("els") by enumeration, its logits divided by ``temperature``, each
     window offset o's squared differences weighted by exp(-|o|^2 / (2 sigma^2)), its candidates
-    cut to those within ``radius`` pixels; optionally the argmax candidate per pixel."""
+    cut to those within ``radius`` pixels, both patches less ``centring`` times each channel's
+    patch mean; optionally the argmax candidate per pixel."""
     a, s = coefficients(t)
     x, Y = x.double(), Y.double()
     B, C, H, W = x.shape
@@ -109,7 +111,10 @@ def patch_machine(kind, x, t, Y, k, padding, return_trace=False, temperature=1.0
             V = torch.stack(vals)  # [L, C]
             for b in range(B):
                 q = patch(x[b], i, j, k, padding)
-                logits = -(((q[None] - a * K) ** 2) * win).sum(-1) / (2 * s * s * temperature)
+                d = q[None] - a * K  # [L, C k k]
+                if centring:  # T(P) = P - c mean(P) per channel, and T is linear
+                    d = (d.view(len(K), C, -1) - centring * d.view(len(K), C, -1).mean(-1, keepdim=True)).view(len(K), -1)
+                logits = -((d ** 2) * win).sum(-1) / (2 * s * s * temperature)
                 w = torch.softmax(logits, 0)
                 out[b, :, i, j] = w @ V
                 m = int(torch.argmax(logits))

@@ -63,7 +63,7 @@ def test_per_step_values_limits_and_equivariance(data):
     c = em.make_machine("els-attention", Y, patch_size=3, padding="circular", attention_weight=0.7)
     shift = lambda v: torch.roll(v, (1, 2), (2, 3))
     torch.testing.assert_close(c.denoise(shift(x), 0.5), shift(c.denoise(x, 0.5)), rtol=0, atol=1e-10)
-    assert m.describe()["attention_width"] == [0.5, 1.0, 2.0, 0.3] and m.describe()["attention_size"] == 3
+    assert m.describe()["attention_width"] == {"ts": [1.0, 0.75, 0.5, 0.25], "values": [0.5, 1.0, 2.0, 0.3]} and m.describe()["attention_size"] == 3
 
 
 def test_els_attention_refuses_bad_options(data):

@@ -53,9 +53,9 @@ def test_one_radius_per_step_is_looked_up_by_t_with_trace_and_classes(data):
     assert int((cols - torch.arange(5).view(1, -1)).abs().max()) <= 1
     for k, got in zip([3, 5], m.denoise_sizes(x, 0.25, [3, 5])):
         torch.testing.assert_close(got, ref.patch_machine("els", x, 0.25, Y, k, "zeros", radius=2), rtol=0, atol=1e-12)
-    with pytest.warns(UserWarning, match="not a time of the 4-step grid"):
+    with pytest.warns(UserWarning, match="not a time of this per-step schedule"):
         m.denoise(x, 0.6)
-    assert m.describe()["radii"] == [0, "inf", 1, 2] and m.describe()["machine"] == "els-radius"
+    assert m.describe()["radii"] == {"ts": [1.0, 0.75, 0.5, 0.25], "values": [0, "inf", 1, 2]} and m.describe()["machine"] == "els-radius"
 
 
 def test_els_radius_refuses_bad_radii_and_modes_it_has_no_meaning_for(data):
@@ -65,7 +65,7 @@ def test_els_radius_refuses_bad_radii_and_modes_it_has_no_meaning_for(data):
             em.make_machine("els-radius", Y, patch_size=3, radii=bad)
     with pytest.raises(em.InputError, match="no approx_radius"):
         em.make_machine("els-radius", Y, patch_size=3, radii=1, approx_radius=1)
-    with pytest.raises(em.InputError, match="radii=, not approx_radius"):
+    with pytest.raises(em.InputError, match="els-radius machine has no approx_radius"):
         RadiusELSMachine(Y, patch_size=3, radii=1, approx_radius=1)
     with pytest.raises(em.InputError, match="no bound"):
         em.make_machine("els-radius", Y, patch_size=3, radii=1, subset=2)
@@ -99,6 +99,6 @@ def test_wiener_els_radius_joins_the_wiener_filter_to_els_within_a_radius(data, 
         both = em.make_machine("wiener-els-radius", Y, patch_size=3, padding=padding, **opts)
         torch.testing.assert_close(both.denoise(x, 0.5), em.make_machine(name, Y, patch_size=3, padding=padding,
                                                                           **opts).denoise(x, 0.5), rtol=0, atol=1e-12)
-    assert m.describe()["radii"] == [1, 1, 2, "inf"] and m.describe()["wiener_weight"] == lam
+    assert m.describe()["radii"] == {"ts": [1.0, 0.75, 0.5, 0.25], "values": [1, 1, 2, "inf"]} and m.describe()["wiener_weight"]["values"] == lam
     with pytest.raises(em.InputError, match="radii"):
         em.make_machine("wiener-els-radius", Y, patch_size=3, radii=-2)

@@ -42,10 +42,10 @@ def test_one_sigma_per_step_infinity_is_els_and_the_trace_is_its_own(data):
         _, top, ent = ref.patch_machine("els", x[b : b + 1], float(tt[b]), Y, 3, "zeros", return_trace=True, sigma=v)
         assert torch.equal(tr.source_image[b], top[0, ..., 0]) and torch.equal(tr.source_pixel[b], top[0, ..., 1])
         torch.testing.assert_close(tr.effective[b].log(), ent[0], rtol=0, atol=1e-9)
-    assert m.describe()["sigma"] == [0.5, 1.0, "inf", 2.0]
+    assert m.describe()["sigma"] == {"ts": [1.0, 0.75, 0.5, 0.25], "values": [0.5, 1.0, "inf", 2.0]}
     again = em.make_machine("els-soft", Y, patch_size=3, sigma=m.describe()["sigma"])  # a record builds it again
     torch.testing.assert_close(again.denoise(x, tt), expect, rtol=0, atol=1e-12)
-    with pytest.warns(UserWarning, match="not a time of the 4-step grid"):
+    with pytest.warns(UserWarning, match="not a time of this per-step schedule"):
         m.denoise(x, 0.6)
 
 

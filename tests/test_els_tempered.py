@@ -31,7 +31,7 @@ def test_one_per_step_is_looked_up_by_t_and_one_is_els(data):
     for k, got in zip([3, 5], sizes):
         torch.testing.assert_close(got, ref.patch_machine("els", x, 0.75, Y, k, "zeros", temperature=2.0),
                                    rtol=0, atol=1e-12)
-    with pytest.warns(UserWarning, match="not a time of the 4-step grid"):
+    with pytest.warns(UserWarning, match="not a time of this per-step schedule"):
         m.denoise(x, 0.6)
     labels = torch.tensor([0, 1, 0, 1, 1])
     for cond in (None, labels):
@@ -39,7 +39,7 @@ def test_one_per_step_is_looked_up_by_t_and_one_is_els(data):
         torch.testing.assert_close(
             em.make_machine("els-tempered", Y, patch_size=3, labels=cond, temperatures="1,1").denoise(x, 0.5, q),
             em.make_machine("els", Y, patch_size=3, labels=cond).denoise(x, 0.5, q), rtol=0, atol=0)
-    assert m.describe()["temperatures"] == Ts and m.describe()["machine"] == "els-tempered"
+    assert m.describe()["temperatures"] == {"ts": [1.0, 0.75, 0.5, 0.25], "values": Ts} and m.describe()["machine"] == "els-tempered"
 
 
 def test_tempered_els_is_traced_and_refuses_bad_temperatures(data):

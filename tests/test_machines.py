@@ -71,9 +71,9 @@ def test_every_size_from_one_pass_matches_the_reference(kind, padding, data):
 
 
 @pytest.mark.parametrize("padding", ["zeros", "circular"])
-def test_one_pass_keeps_approx_radius_and_falls_back_size_by_size(padding, data):
+def test_one_pass_keeps_the_radius_and_falls_back_size_by_size(padding, data):
     Y, x = data(N=5, C=1, H=8, W=9, B=2, seed=2)
-    near = em.ELSMachine(Y, padding=padding, approx_radius=2)
+    near = em.make_machine("els-radius", Y, padding=padding, radii=2)
     for k, out in zip([3, 5, 7], near.denoise_sizes(x, 0.3, [3, 5, 7])):
         torch.testing.assert_close(out, near.denoise(x, 0.3, patch_size=k), rtol=0, atol=1e-12)
     attention = em.ELSMachine(Y, padding=padding, backend="fused")
@@ -210,8 +210,8 @@ def test_approximate_mode_is_exact_elsmachine_on_the_nearest_images(data):
 
 @pytest.mark.parametrize("padding", ["zeros", "circular"])
 @pytest.mark.parametrize("k,radius", [(3, 1), (3, 2), (5, 2), (1, 3)])
-def test_approx_radius_matches_a_reference_with_near_candidates_only(padding, k, radius, monkeypatch, data):
-    """approx_radius keeps the candidates within radius pixels of the query along each axis
+def test_a_radius_matches_a_reference_with_near_candidates_only(padding, k, radius, monkeypatch, data):
+    """els-radius keeps the candidates within radius pixels of the query along each axis
     (around the torus for circular), and nothing else changes."""
     H, W = 8, 9
     exact = ref.candidates
@@ -225,29 +225,29 @@ def test_approx_radius_matches_a_reference_with_near_candidates_only(padding, k,
 
     monkeypatch.setattr(ref, "candidates", near)
     Y, x = data(N=3, C=1, H=H, W=W, B=2, seed=radius)
-    m = em.ELSMachine(Y, patch_size=k, padding=padding, approx_radius=radius)
+    m = em.make_machine("els-radius", Y, patch_size=k, padding=padding, radii=radius)
     for t in (0.1, 0.7):
         torch.testing.assert_close(m.denoise(x, t), ref.patch_machine("els", x, t, Y, k, padding), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("padding", ["zeros", "circular"])
-def test_approx_radius_zero_is_ls_and_a_covering_radius_is_exact(padding, data):
+def test_radius_zero_is_ls_and_a_covering_radius_is_exact(padding, data):
     Y, x = data(N=5, C=1, H=7, W=6, B=2)
     for k in (3, 5):
         els = em.ELSMachine(Y, patch_size=k, padding=padding)
-        torch.testing.assert_close(em.ELSMachine(Y, patch_size=k, padding=padding, approx_radius=0).denoise(x, 0.3),
+        torch.testing.assert_close(em.make_machine("els-radius", Y, patch_size=k, padding=padding, radii=0).denoise(x, 0.3),
                                    em.LocalMachine(Y, patch_size=k, padding=padding).denoise(x, 0.3), rtol=0, atol=1e-12)
-        torch.testing.assert_close(em.ELSMachine(Y, patch_size=k, padding=padding, approx_radius=7).denoise(x, 0.3),
+        torch.testing.assert_close(em.make_machine("els-radius", Y, patch_size=k, padding=padding, radii=7).denoise(x, 0.3),
                                    els.denoise(x, 0.3), rtol=0, atol=1e-12)
 
 
-def test_approx_radius_errors(data):
+def test_radius_errors(data):
     Y, _ = data(N=4)
-    with pytest.raises(em.InputError, match="approx_radius"):
-        em.ELSMachine(Y, approx_radius=-1)
-    with pytest.raises(em.InputError, match="approx_radius"):
-        em.LocalMachine(Y, approx_radius=2)
-    with pytest.raises(em.InputError, match="approx_radius"):
-        em.ELSMachine(Y, approx_radius=2, backend="explicit")
-    with pytest.raises(em.InputError, match="approx_radius"):
-        em.make_machine("ideal", Y, approx_radius=2)
+    with pytest.raises(em.InputError, match="radii must be non-negative"):
+        em.make_machine("els-radius", Y, radii=-1)
+    with pytest.raises(em.InputError, match="ls machine has no radii"):
+        em.LocalMachine(Y, radii=2)
+    with pytest.raises(em.InputError, match="els machine has no approx_radius"):
+        em.ELSMachine(Y, approx_radius=2)
+    with pytest.raises(em.InputError, match="has no radii"):
+        em.make_machine("ideal", Y, radii=2)

@@ -193,20 +193,15 @@ def test_nearest_and_locality_trace_like_the_others(data):
     torch.testing.assert_close(tr.weight[:, 1, 2], w.max(1).values, rtol=0, atol=1e-12)
 
 
-def test_every_machine_from_the_command_line_against_a_tiny_network(tmp_path):
+def test_every_machine_from_the_command_line_against_a_tiny_network(tmp_path, tiny_network):
     import json
 
     from typer.testing import CliRunner
 
     from elsmachine.cli import app
-    from elsmachine.networks import NetConfig
-    from elsmachine.networks.training import TrainConfig, train
-
-    train(NetConfig(arch="resnet", width=4, depth=1, num_classes=10, emb_dim=8), TrainConfig(epochs=1, batch_size=10),
-          em.load_dataset("mnist5k", per_class=1), tmp_path / "net")
     run = CliRunner()
     common = ["--per-class", "1", "--steps", "2"]
-    res = run.invoke(app, ["sensitivity", "--model", str(tmp_path / "net"), *common, "--inputs", "1", "--rows", "512",
+    res = run.invoke(app, ["sensitivity", "--model", str(tiny_network), *common, "--inputs", "1", "--rows", "512",
                            "-o", str(tmp_path / "s.safetensors")])
     assert res.exit_code == 0, res.output
     res = run.invoke(app, ["sample", "--machine", "pspc-flex", "--sensitivity", str(tmp_path / "s.safetensors"), *common,
@@ -214,7 +209,7 @@ def test_every_machine_from_the_command_line_against_a_tiny_network(tmp_path):
     assert res.exit_code == 0, res.output
     res = run.invoke(app, ["sample", "--machine", "pspc-flex", *common, "--num", "1", "-o", str(tmp_path / "x.png")])
     assert res.exit_code == 2 and "needs --sensitivity" in res.output
-    res = run.invoke(app, ["compare", "--model", str(tmp_path / "net"), *common, "--seeds", "2", "--machines", "all",
+    res = run.invoke(app, ["compare", "--model", str(tiny_network), *common, "--seeds", "2", "--machines", "all",
                            "--patch-schedule", "3", "--out", str(tmp_path / "cmp")])
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "cmp" / "summary.json").read_text())
@@ -223,16 +218,18 @@ def test_every_machine_from_the_command_line_against_a_tiny_network(tmp_path):
     assert "beats_els" in summary["machines"]["locality"] and (tmp_path / "cmp" / "sensitivity.safetensors").exists()
     for f in ("results.csv", "montage.png", "boxplot.png"):
         assert (tmp_path / "cmp" / f).stat().st_size > 0
-    cands = ["compare", "--model", str(tmp_path / "net"), *common, "--seeds", "1", "--machines",
+    cands = ["compare", "--model", str(tiny_network), *common, "--seeds", "1", "--machines",
              "els,els-soft,els-tempered,els-radius", "--patch-schedule", "3", "--out", str(tmp_path / "cand")]
     res = run.invoke(app, cands + ["--set", "els-soft.sigma=0.8", "--set", "els-tempered.temperatures=2,0.5",
                                    "--set", "els-radius.radii=1,inf"])
     assert res.exit_code == 0, res.output
     settings = json.loads((tmp_path / "cand" / "settings.json").read_text())
     assert settings["machines"]["els-soft"]["sigma"] == [0.8]
-    assert settings["machines"]["els-tempered"]["temperatures"] == [2.0, 0.5]
-    assert settings["machines"]["els-radius"]["radii"] == [1, "inf"]
-    border = ["compare", "--model", str(tmp_path / "net"), *common, "--seeds", "1", "--machines", "els-border",
+    # a per-step list is stored with the times of this run's two steps
+    tempered, radius = settings["machines"]["els-tempered"]["temperatures"], settings["machines"]["els-radius"]["radii"]
+    assert tempered["values"] == [2.0, 0.5] and radius["values"] == [1, "inf"]
+    assert tempered["ts"] == radius["ts"] and len(tempered["ts"]) == 2 and tempered["ts"][0] > tempered["ts"][1]
+    border = ["compare", "--model", str(tiny_network), *common, "--seeds", "1", "--machines", "els-border",
               "--patch-schedule", "3", "--out", str(tmp_path / "border")]
     res = run.invoke(app, border + ["--set", "els-border.border_patch_size=5,3"])
     assert res.exit_code == 0, res.output
@@ -245,7 +242,7 @@ def test_every_machine_from_the_command_line_against_a_tiny_network(tmp_path):
                       ("els-radius.radii=1.5", "whole numbers")):
         res = run.invoke(app, cands + ["--set", bad])
         assert res.exit_code == 2 and says in res.output, (bad, res.output)
-    res = run.invoke(app, ["calibrate", "--model", str(tmp_path / "net"), *common, "--machine", "pspc", "--sizes", "1,3",
+    res = run.invoke(app, ["calibrate", "--model", str(tiny_network), *common, "--machine", "pspc", "--sizes", "1,3",
                            "--seeds", "1", "-o", str(tmp_path / "p.json")])
     assert res.exit_code == 0, res.output
     assert em.PatchSchedule.load(tmp_path / "p.json").meta["machine"] == "pspc"

@@ -17,7 +17,7 @@ WORKER = Path(__file__).parent / "workers" / "big_bank.py"
 
 
 def test_200k_images_stay_under_one_and_a_half_gib():
-    # approx_radius=1 keeps the test short; the bank streams through the same blocks as exact ELS.
+    # els-radius at radius 1 keeps the test short; the bank streams through the same blocks as exact ELS.
     proc = subprocess.run([sys.executable, str(WORKER), "200000", "1", "1"], capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

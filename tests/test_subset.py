@@ -260,7 +260,7 @@ def test_the_settings_are_options_and_recorded(data):
     ({"subset_bound": 1.0}, r"subset_bound must be a number in \(0, 1\)"),
     ({"subset_bound": "x"}, r"subset_bound must be a number in \(0, 1\)"),
     ({"subset_pool": 0}, "subset_pool must be a positive integer"),
-    ({"subset": 3, "approx_images": 2}, "not with approx_images or approx_radius"),
+    ({"subset": 3, "approx_images": 2}, "not with approx_images"),
 ])
 def test_bad_values_are_refused_in_one_line(data, bad, match):
     Y, _ = data(N=6, C=1, H=4, W=4, B=1, seed=0)
@@ -271,8 +271,11 @@ def test_bad_values_are_refused_in_one_line(data, bad, match):
 
 def test_machines_without_a_bound_refuse_the_mode(data):
     Y, _ = data(N=6, C=1, H=4, W=4, B=1, seed=0)
-    with pytest.raises(em.InputError, match="els-soft weighs its window"):
+    with pytest.raises(em.InputError, match="els-soft sets sigma, so it has no bound"):
         em.make_machine("els-soft", Y, patch_size=3, sigma=1.0, subset=3)
+    for name in ("els-radius", "els-centred"):
+        with pytest.raises(em.InputError, match=f"{name} sets .*, so it has no bound"):
+            em.make_machine(name, Y, patch_size=3, subset=3)
     with pytest.raises(em.InputError, match="nearest machine .*has no subset"):
         em.make_machine("nearest", Y, subset=3)
     with pytest.raises(em.InputError, match="smoothed machine has no subset mode"):

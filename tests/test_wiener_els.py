@@ -39,7 +39,7 @@ def test_weights_per_step_and_per_class_reach_both_limits(data):
                                em.make_machine("wiener", Y).denoise(x, 0.4), rtol=0, atol=1e-12)
     torch.testing.assert_close(em.make_machine("wiener-els", Y, patch_size=3).denoise(x, 0.4),
                                em.make_machine("els", Y, patch_size=3).denoise(x, 0.4), rtol=0, atol=0)
-    assert m.describe()["wiener_weight"] == lam
+    assert m.describe()["wiener_weight"] == {"ts": [1.0, 0.75, 0.5, 0.25], "values": lam}
     assert not m.traceable and m.declaration.candidate
 
 

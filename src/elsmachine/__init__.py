@@ -31,6 +31,7 @@ from .machines import (
     Traced,
     WienerMachine,
     make_machine,
+    timed_options,
 )
 from .networks import (
     NetworkDenoiser,
@@ -44,7 +45,7 @@ from .networks import (
 )
 from .networks.sensitivity import Sensitivity, measure_sensitivity
 from .noise import CosineSchedule, DiscreteSchedule, NoiseSchedule, ddim_grid, noise_schedule
-from .patch_schedule import PRESETS, PatchSchedule, preset
+from .patch_schedule import PRESETS, PatchSchedule, StepSchedule, preset
 from .sampling import Sampler, ddim_sample, heun_sample
 from .seeds import class_of_seed, seed_noise
 
@@ -85,6 +86,7 @@ __all__ = [
     "NetworkDenoiser",
     "PRESETS",
     "PatchSchedule",
+    "StepSchedule",
     "RunError",
     "SampleTrace",
     "ScoreMachine",
@@ -98,6 +100,7 @@ __all__ = [
     "load_dataset",
     "load_network",
     "make_machine",
+    "timed_options",
     "preset",
     "seed_noise",
 ]

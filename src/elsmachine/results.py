@@ -290,7 +290,7 @@ class Comparison:
 
     On disk (:meth:`save`) ``results.csv``, the rows with their metrics to 6 decimals, and
     ``summary.json``; :meth:`load` reads both. For callers that know summary.json's layout a
-    Comparison also reads like it: ``c["machines"]["els"]["median_r"]``."""
+    Comparison also reads like it: ``c["machines"][name]["median_r"]``."""
 
     metrics: dict[str, str]
     machines: dict[str, MachineSummary]

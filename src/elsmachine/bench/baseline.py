@@ -12,14 +12,16 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..machines import ELSMachine
 from ..machines.candidates import sees
 from ..noise import CosineSchedule
 
-__all__ = ["baseline_denoise"]
+__all__ = ["baseline_denoise", "baseline_locality", "BASELINES"]
 
 
-def baseline_denoise(x, t, Y, k, padding="zeros", chunk_elems=1 << 25):
-    """Boundary-broken (zeros) or circular ELS of x [B, C, H, W] at time t against Y [N, C, H, W]."""
+def baseline_denoise(x, t, Y, k, padding="zeros", chunk_elems=1 << 25, kind=None):
+    """Boundary-broken (zeros) or circular ELS of x [B, C, H, W] at time t against Y [N, C, H, W]
+    (``kind``: the candidates a pixel sees, :mod:`elsmachine.machines.candidates`; None: ELS's)."""
     sch = CosineSchedule()
     a, s = sch.alpha(t), sch.sigma(t)
     B, C, H, W = x.shape
@@ -32,7 +34,7 @@ def baseline_denoise(x, t, Y, k, padding="zeros", chunk_elems=1 << 25):
         return F.unfold(img, k, padding=h)
 
     q = unfold(x).transpose(1, 2)  # [B, HW, D]
-    same = torch.from_numpy(sees("els", padding, H, W, k).copy())  # [HW, HW]
+    same = torch.from_numpy(sees(kind or ELSMachine.candidate_kind, padding, H, W, k).copy())  # [HW, HW]
     D = q.shape[-1]
     HW = H * W
     per = max(1, chunk_elems // (B * HW * HW))  # training images per chunk
@@ -82,3 +84,42 @@ def baseline_locality(x, t, Y, mask, temperature=1.0, chunk_elems=1 << 26):
         acc = acc * r + (w * Yc.T[None]).sum(-1)
         m = m_new
     return (acc / l).view_as(x)
+
+
+def _time_patch_softmax(m, noise, Y, cfg, sizes, padding) -> dict:
+    """The baseline's 20-step time (each distinct patch size timed once, summed over the steps)
+    and its largest difference from the machine, for a patch softmax machine (ELS)."""
+    import time
+    from collections import Counter
+
+    from ..noise import ddim_grid
+
+    per_k = {}
+    grid = ddim_grid(cfg.steps)
+    x = noise[:1] if cfg.batch == 1 else noise
+    diff = 0.0
+    for k in sorted(set(sizes)):
+        t = float(grid[sizes.index(k)])
+        t1 = time.perf_counter()
+        ref = baseline_denoise(x, t, Y, k, padding, kind=m.candidate_kind)
+        per_k[k] = time.perf_counter() - t1
+        fast = m.denoise(x, t, patch_size=k)
+        diff = max(diff, float((fast - ref).abs().max()))
+    base = sum(per_k[k] * c for k, c in Counter(sizes).items())
+    return {"baseline_max_diff": diff, "baseline_seconds": base, "baseline_per_k": per_k}
+
+
+def _time_masked_softmax(m, noise, Y, cfg, sizes, padding) -> dict:
+    """The same for a masked softmax machine (analytic locality): every step costs the same."""
+    import time
+
+    x = noise[:1] if cfg.batch == 1 else noise
+    t = 0.5
+    t1 = time.perf_counter()
+    ref = baseline_locality(x, t, Y, m.mask(t))
+    per_call = time.perf_counter() - t1
+    return {"baseline_seconds": per_call * cfg.steps, "baseline_max_diff": float((m.denoise(x, t) - ref).abs().max())}
+
+
+# The straightforward implementation of each formulation a machine declares as its ``baseline``.
+BASELINES = {"patch softmax": _time_patch_softmax, "masked softmax": _time_masked_softmax}

@@ -23,7 +23,6 @@ import resource
 import subprocess
 import sys
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 
 import torch
@@ -52,7 +51,13 @@ class BenchConfig:
 
 
 # The bench machines timed against a straightforward implementation: those run_one has one for.
-BASELINE_MACHINES = tuple(m for m in BENCH_MACHINES if machine_kind(m)[0] in ("els", "locality"))
+def _declaration(bench_name: str):
+    from ..machines import declaration_of
+
+    return declaration_of(machine_kind(bench_name)[0])
+
+
+BASELINE_MACHINES = tuple(m for m in BENCH_MACHINES if _declaration(m).baseline is not None)
 
 
 def _check_configs(values: set[str], flag: str, machines: tuple[str, ...]) -> None:
@@ -95,13 +100,14 @@ def bench_grid(machines: list[str], ns: list[int], batches: list[int], *, steps:
     _check_configs(skip, "--skip", BENCH_MACHINES)
     cfgs = [BenchConfig(machine=m, n=n, batch=b, steps=steps, baseline=f"{m}:{n}:{b}" in baseline, device=device,
                         backend=be)
-            for m in machines for be in (backends if m.startswith(("els", "ls")) else ("auto",))
+            for m in machines for be in (backends if set(backends) <= set(_declaration(m).backends) else ("auto",))
             for n in ns for b in batches if f"{m}:{n}:{b}" not in skip]
     for K in approx:
         if all(K >= n for n in ns):
             raise InputError(f"--approx {K}: no N is larger ({', '.join(map(str, ns))}), so there is nothing to approximate")
-    cfgs += [BenchConfig(machine="els-zeros", n=n, batch=1, steps=steps, approx=K) for n in ns for K in approx if K < n]
-    cfgs += [BenchConfig(machine="els-zeros", n=n, batch=4, steps=steps, radius=R) for n in ns for R in radii]
+    approximated = next(m for m in BENCH_MACHINES if _declaration(m).default)  # ELS, zero padding
+    cfgs += [BenchConfig(machine=approximated, n=n, batch=1, steps=steps, approx=K) for n in ns for K in approx if K < n]
+    cfgs += [BenchConfig(machine=approximated, n=n, batch=4, steps=steps, radius=R) for n in ns for R in radii]
     if not cfgs:
         raise InputError("no configuration left to time")
     return cfgs
@@ -121,24 +127,6 @@ def _steps(cfg: BenchConfig) -> list[tuple[int, float]]:
     return list(zip(_sizes(cfg), ddim_grid(cfg.steps)[:-1].tolist()))
 
 
-def _square_windows(cfg: BenchConfig):
-    """Windows for timing PSPC flex without a network: at each step the square of the patch
-    schedule's size around each pixel, clipped to the image (its cost does not depend on them)."""
-    import torch
-
-    from ..sensitivity import Sensitivity
-    from ..noise import CosineSchedule, ddim_grid
-
-    grid = ddim_grid(cfg.steps)
-    wins = []
-    for k in _sizes(cfg):
-        r = k // 2
-        i = torch.arange(32)
-        near = (i[:, None] - i[None, :]).abs() <= r  # [32, 32] along one axis
-        wins.append((near[:, None, :, None] & near[None, :, None, :]).reshape(32 * 32, 32 * 32))
-    return Sensitivity.from_windows(torch.stack(wins), grid[:-1].tolist(), (32, 32), CosineSchedule().to_dict())
-
-
 def pairs_per_sample(cfg: BenchConfig) -> int:
     """Pairs actually weighed: the approximate modes weigh only their nearest images or pixels."""
     n = min(cfg.n, cfg.approx) if cfg.approx else cfg.n
@@ -153,11 +141,11 @@ def run_one(cfg: BenchConfig) -> dict:
     """Time one configuration in this process (meant to run in a fresh child)."""
     from ..datasets import load_dataset
     from ..experiments.metrics import pearson
-    from ..machines import make_machine, options_of
+    from ..machines import MACHINES, declaration_of, make_machine, options_of
     from ..noise import ddim_grid
     from ..sampling import ddim_sample
     from ..seeds import seed_noise
-    from .baseline import baseline_denoise, baseline_locality
+    from .baseline import BASELINES
 
     ds = load_dataset("mnist5k")
     Y = ds.images[: cfg.n] if cfg.n <= len(ds) else ds.images.repeat(math.ceil(cfg.n / len(ds)), 1, 1, 1)[: cfg.n]
@@ -167,10 +155,14 @@ def run_one(cfg: BenchConfig) -> dict:
     name, padding = machine_kind(cfg.machine)
     ks = cfg.preset if "patch_size" in options_of(name) else None
 
+    decl = declaration_of(name)
+    H, W = Y.shape[2:]
+
     def machine(**approx):
         takes = options_of(name)
-        given = {"padding": padding, "patch_size": ks, "sensitivity": _square_windows(cfg) if name == "pspc-flex" else None,
-                 **approx}
+        given = {"padding": padding, "patch_size": ks, **approx}
+        if decl.bench_options is not None:  # a stand-in of the same cost for what a network would give
+            given |= decl.bench_options(_sizes(cfg), ddim_grid(cfg.steps)[:-1].tolist(), H, W)
         given["backend"] = None if cfg.backend == "auto" else cfg.backend
         return make_machine(name, Y, **{k: v for k, v in given.items() if k in takes and v is not None})
 
@@ -180,7 +172,12 @@ def run_one(cfg: BenchConfig) -> dict:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 
-    m = machine(approx_images=cfg.approx, approx_radius=cfg.radius)
+    if cfg.radius is not None:  # candidates near the query: ELS within that radius
+        radius_name = next(n for n in MACHINES if MACHINES[n].declaration.step_fields == ("radius",))
+        m = make_machine(radius_name, Y, padding=padding, patch_size=ks, radii=cfg.radius,
+                         **({} if cfg.backend == "auto" else {"backend": cfg.backend}))
+    else:
+        m = machine(approx_images=cfg.approx)
     noise = seed_noise(list(range(cfg.batch)), (1, 32, 32), dtype=dt, device=dev)
     ddim_sample(m, noise[:1], steps=2, patch_sizes=None if ks is None else [3, 3])  # warm up (compile, caches)
     sync()
@@ -198,7 +195,8 @@ def run_one(cfg: BenchConfig) -> dict:
     how = m.engine_report() if hasattr(m, "engine_report") else {}
     if how:  # the Triton forms timed against each other at each patch size
         res["engine"] = how
-    if name in ("ls", "els") and (dev.type != "cpu" or (cfg.baseline and name == "els")):
+    if decl.calibrates and decl.form == "softmax" and not decl.candidate and (
+            dev.type != "cpu" or (cfg.baseline and decl.baseline is not None)):
         # Fidelity of the fast path: the same samples computed in float64 on the same engine
         # (on a GPU always; on the CPU beside the baseline).
         exact = ddim_sample(m, noise.double(), steps=cfg.steps)
@@ -212,42 +210,23 @@ def run_one(cfg: BenchConfig) -> dict:
         res.update({"exact_seconds": exact_s, "approx_speedup": exact_s / seconds,
                     "approx_min_r2": float(r2.min()), "approx_median_r2": float(r2.median()),
                     "approx_max_abs": float((out - exact).abs().max())})
-    if cfg.baseline and name == "locality":
-        x = noise[:1] if cfg.batch == 1 else noise
-        t = 0.5
-        t1 = time.perf_counter()
-        ref = baseline_locality(x, t, Y, m.mask(t))
-        per_call = time.perf_counter() - t1
-        base = per_call * cfg.steps  # every step costs the same
-        res.update({"baseline_seconds": base, "speedup": base / seconds,
-                    "baseline_max_diff": float((m.denoise(x, t) - ref).abs().max())})
-    if cfg.baseline and name == "els":
-        per_k = {}
-        grid = ddim_grid(cfg.steps)
-        x = noise[:1] if cfg.batch == 1 else noise
-        res["baseline_max_diff"] = 0.0
-        for k in sorted(set(sizes)):
-            t = float(grid[sizes.index(k)])
-            t1 = time.perf_counter()
-            ref = baseline_denoise(x, t, Y, k, padding)
-            per_k[k] = time.perf_counter() - t1
-            fast = m.denoise(x, t, patch_size=k)
-            res["baseline_max_diff"] = max(res["baseline_max_diff"], float((fast - ref).abs().max()))
-        base = sum(per_k[k] * c for k, c in Counter(sizes).items())
-        res.update({"baseline_seconds": base, "baseline_per_k": per_k, "speedup": base / seconds})
+    if cfg.baseline:
+        res.update(BASELINES[decl.baseline](m, noise, Y, cfg, sizes, padding))
+        res["speedup"] = res["baseline_seconds"] / seconds
     return res
 
 
 def _backend(m, x) -> str:
     """Which engine form a machine ran on: the compiled kernel, attention by matrix products,
-    or, for the peers, their own form (masked products, box sums, statistics)."""
+    or, for the peers, the formulation its cost model names (masked products, box sums, ...)."""
     if hasattr(m, "engine_name"):
         name = m.engine_name(x)
         if name.startswith("Triton"):
             return {"Triton": "triton-direct", "Triton displacement": "triton-displacement"}.get(name, "triton by size")
         return name
-    return {"nearest": "distances", "wiener": "eigenbasis", "stationary": "fourier", "pspc": "box sums",
-            "pspc-flex": "masked"}.get(m.name, m.declaration.form)
+    from ..machines import cost_of
+
+    return cost_of(m.name).form or m.declaration.form
 
 
 def run_benchmark(configs: list[BenchConfig], *, on_result=None, timeout: float = 3600) -> dict:

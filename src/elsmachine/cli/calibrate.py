@@ -12,6 +12,9 @@ import torch
 import typer
 
 from .common import (
+    SETTINGS,
+    default_machine,
+    parse_settings,
     DATASET,
     DEVICE,
     DOWNLOAD,
@@ -37,10 +40,14 @@ from .common import (
 )
 
 
-class PatchMachineName(str, Enum):
-    ls = "ls"
-    els = "els"
-    pspc = "pspc"
+def _calibrating() -> dict[str, str]:
+    from ..machines import declarations
+
+    return {d.name.replace("-", "_"): d.name for d in declarations() if d.calibrates}
+
+
+# Every machine with a patch size calibrates it (its declaration says so).
+PatchMachineName = Enum("PatchMachineName", _calibrating(), type=str)
 
 
 def run_classes(net, ds) -> list[int] | None:
@@ -55,7 +62,10 @@ def calibrate(
     limit: Optional[int] = LIMIT,
     per_class: Optional[int] = PER_CLASS,
     download: bool = DOWNLOAD,
-    machine: PatchMachineName = typer.Option(PatchMachineName.els, help="ls, els or pspc."),
+    machine: PatchMachineName = typer.Option(PatchMachineName(default_machine()),
+                                             help="Any machine with a patch size: " + ", ".join(_calibrating().values())
+                                             + "; its other options with --set (e.g. els-radius.radii=1)."),
+    settings: list[str] = SETTINGS,
     padding: Optional[Padding] = typer.Option(None, help="Default: the network's own padding."),
     sizes: str = typer.Option("3:27", help="Candidate sizes: '3,5,7' or '3:27' (odd sizes in the range)."),
     seeds: int = typer.Option(10, help="Number of seeds (--seed .. --seed + N - 1)."),
@@ -72,6 +82,8 @@ def calibrate(
     """Calibrate the patch size per step against a trained network; writes a patch schedule JSON."""
     from ..experiments.calibrate import calibrate as run_calibration
     from ..experiments.calibrate import finish
+    from ..experiments.compare import describe
+    from ..machines import timed_options
     from ..files import check_writable
     from ..sampling import Sampler
     from ..seeds import labels_for_seeds
@@ -84,13 +96,16 @@ def calibrate(
                                             noise_schedule)
     classes = run_classes(net, ds)
     by_seeds = group.world > 1 and parallel == Parallel.seeds
+    run_sampler = Sampler(sampler.value)
+    own = timed_options(machine.value, parse_settings(settings, [machine.value]).get(machine.value, {}),
+                        run_sampler.grid(net.schedule, steps), net.schedule)
     m = build_machine(machine.value, ds, conditional=bool(classes), padding=pad, schedule=net.schedule,
-                      distributed=group.world > 1 and not by_seeds)
+                      distributed=group.world > 1 and not by_seeds, settings=own)
     labels = labels_for_seeds(seed_list, "cycle" if classes else "none", classes or [])
     lab = None if labels is None else torch.tensor(labels, device=dev)
     work = out.with_name(out.name + ".parts")  # finished seeds, kept until the schedule is written
-    meta = {"data": ds.describe(), "model": str(model), "machine": machine.value, "padding": pad}
-    run_sampler = Sampler(sampler.value)
+    meta = {"data": ds.describe(), "model": str(model), "machine": machine.value, "padding": pad,
+            **({"machine_settings": describe(m)} if own else {})}
     t0 = time.perf_counter()
     with progress() as prog:
         task = prog.add_task("calibrating", total=steps * len(seed_list))

@@ -95,13 +95,21 @@ def _traceable(value):
     return value
 
 
-def machine_option(default: str | None = "els", *, traced: bool = False):
+def default_machine() -> str:
+    """The machine a command samples when none is named (the one whose declaration says so)."""
+    from ..machines import DEFAULT_MACHINE
+
+    return DEFAULT_MACHINE
+
+
+def machine_option(default: str | None = "", *, traced: bool = False):
     """--machine / -m: every machine, or for a traced command those that can be traced (the
-    others are refused saying so). ``default`` None: the command tells a machine given from none
-    (and takes els)."""
+    others are refused saying so). ``default`` "": the declared default machine; None: the
+    command tells a machine given from none (and takes the default)."""
     names = traceable_machines() if traced else list(_declarations())
+    default = default_machine() if default == "" else default
     return typer.Option(None if default is None else MachineName(default), "--machine", "-m",
-                        metavar="[" + "|".join(names) + "]", show_default=default or "els",
+                        metavar="[" + "|".join(names) + "]", show_default=default or default_machine(),
                         help="The machine. " + machine_help(names), callback=_traceable if traced else None)
 
 

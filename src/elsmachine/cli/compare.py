@@ -67,15 +67,17 @@ def print_summary(summary) -> None:
     r, which their tables call r^2; GoldDiff's and the Analytic Diffusion Studio's mean R^2 and MSE)."""
     from rich.table import Table
 
+    from ..machines import DEFAULT_MACHINE, EXACT_MACHINE, declaration_of
+
     sampler = summary.settings.common.get("sampler", {}).get("name", "ddim")
     tab = Table(title=f"{summary.seeds} seeds against {summary.reference}, sampler {sampler}")
     for col in ("machine", "median r (K&G's 'r^2')", "mean R^2 (GoldDiff, Studio)", "mean MSE (GoldDiff, Studio)",
-                "median R^2", "beats IS", "beats ELS"):
+                "median R^2", *(f"beats {declaration_of(n).short}" for n in (EXACT_MACHINE, DEFAULT_MACHINE))):
         tab.add_column(col, justify="left" if col == "machine" else "right")
     share = lambda v: "" if v is None else f"{v:.0%}"  # noqa: E731
     for name, m in summary.machines.items():
         tab.add_row(name, f"{m.median['r']:.3f}", f"{m.mean['R2']:.3f}", f"{m.mean['mse']:.4f}", f"{m.median['R2']:.3f}",
-                    share(m.beats.get("ideal")), share(m.beats.get("els")))
+                    share(m.beats.get(EXACT_MACHINE)), share(m.beats.get(DEFAULT_MACHINE)))
     console.print(tab)
 
 
@@ -116,7 +118,7 @@ def compare(
         patch_schedule = old_patch_schedule
     from ..experiments.compare import prepare, run_comparison
     from ..files import check_writable
-    from ..machines import MACHINES
+    from ..machines import MACHINES, timed_options
     from ..networks.checkpoints import patch_schedule_beside
     from ..output.plots import comparison_plots
     from ..results import Comparison
@@ -138,13 +140,14 @@ def compare(
     classes = run_classes(net, ds)
     run_sampler = Sampler(sampler.value)
     grid = run_sampler.grid(net.schedule, steps)
-    if "pspc-flex" in names and sensitivity is None:  # measured once, by rank 0
+    if any(MACHINES[n].declaration.needs_network for n in names) and sensitivity is None:  # measured once, by rank 0
         sensitivity = group.agree(_sensitivity_in(out, net, ds, classes, steps, dev, grid) if group.main else None)
     by_seeds = group.world > 1 and parallel == Parallel.seeds
     ks = parse_patch_schedule(patch_schedule, grid)
     ms = {n: build_machine(n, ds, conditional=bool(classes), padding=pad, patch_schedule=ks, schedule=net.schedule,
                            threshold=threshold, temperature=temperature, sensitivity=sensitivity,
-                           distributed=group.world > 1 and not by_seeds, settings=options.get(n)) for n in names}
+                           distributed=group.world > 1 and not by_seeds,
+                           settings=timed_options(n, options.get(n) or {}, grid, net.schedule)) for n in names}
     meta = {"data": ds.describe(), "padding": pad}
     # Checked once, by rank 0 (the folder is its): every rank runs what it checked.
     run = group.agree(prepare(net, ms, out, steps=steps, classes=classes, meta=meta,

@@ -40,7 +40,7 @@ def explore(
     num: int = typer.Option(10, "--num", "-n", help="Samples to make and trace (0: none; with --samples: ignored)."),
     seed: int = SEED,
     cls: str = CLASS,
-    machine: MachineName = machine_option("els", traced=True),
+    machine: MachineName = machine_option(traced=True),
     options: MachineOptions = None,
     steps: int = STEPS,
     data: DataSelection = None,

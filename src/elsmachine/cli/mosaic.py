@@ -70,7 +70,7 @@ def load_traced(path: Path):
 def mosaic(
     seed: int = typer.Option(0, help="Seed of the sample to draw."),
     cls: str = CLASS,
-    machine: MachineName = machine_option("els", traced=True),
+    machine: MachineName = machine_option(traced=True),
     options: MachineOptions = None,
     steps: int = STEPS,
     data: DataSelection = None,

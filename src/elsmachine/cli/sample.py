@@ -9,6 +9,7 @@ import typer
 
 from ..errors import InputError
 from .common import (
+    default_machine,
     CLASS,
     DEVICE,
     DTYPE,
@@ -97,7 +98,7 @@ def sample(
             raise InputError(f"--machine {machine.value} and --model: sample a machine or a network, not both")
         options.refuse("--model samples a network")
     else:
-        machine = machine or MachineName("els")
+        machine = machine or MachineName(default_machine())
         options.check([machine.value])
     seed_list = parse_int_list(seeds, "--seeds") if seeds else seed_range(seed, num, "--num")
     budget = parse_bytes(memory_budget)

@@ -35,6 +35,7 @@ import torch
 from ..contract import denoiser_name
 from ..engines.distributed import Group
 from ..errors import InputError
+from ..machines import DEFAULT_MACHINE, EXACT_MACHINE
 from ..results import Comparison, ComparisonSettings, MachineImage, MachineSummary, SeedMetrics, SeedRecord, seed_path
 from ..sampling import Sampler
 from ..seeds import class_of_seed, seed_noise
@@ -254,9 +255,10 @@ def summarize(out_dir, names: Sequence[str], *, seeds=None, settings: Comparison
         summaries[n] = MachineSummary(median={m: float(np.median(v[m])) for m in METRICS},
                                       mean={m: float(v[m].mean()) for m in METRICS},
                                       beats={other: float(np.mean(r[n] > r[other]))
-                                             for other in ("ideal", "els") if other in r and other != n})
+                                             for other in (EXACT_MACHINE, DEFAULT_MACHINE) if other in r and other != n})
+    both = DEFAULT_MACHINE in r and EXACT_MACHINE in r
     result = Comparison(metrics=dict(METRICS), machines=summaries, settings=settings, rows=tuple(rows),
                         as_reported=dict(AS_REPORTED),
-                        els_beats_is=float(np.mean(r["els"] > r["ideal"])) if "els" in r and "ideal" in r else None)
+                        els_beats_is=float(np.mean(r[DEFAULT_MACHINE] > r[EXACT_MACHINE])) if both else None)
     result.save(out)
     return result

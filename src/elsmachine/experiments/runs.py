@@ -18,7 +18,7 @@ import torch
 from ..datasets import Dataset
 from ..contract import denoiser_name
 from ..errors import InputError
-from ..machines import DEFAULT_MEMORY_BUDGET, MACHINES, Traced, make_machine
+from ..machines import DEFAULT_MEMORY_BUDGET, MACHINES, Traced, make_machine, timed_options
 from ..machines.tracing import SampleTrace
 from ..noise import CosineSchedule
 from ..patch_schedule import PatchSchedule
@@ -153,12 +153,11 @@ def _recorded(value):
 
 
 def _build(spec: SampleSpec, grid: torch.Tensor):
-    """The machine of ``spec``: its patch schedule read on this run's grid, so a one-per-step list
-    belongs to these steps (and a list of the wrong length is refused naming both counts). It
+    """The machine of ``spec``: its patch schedule and every per-step value read on this run's grid,
+    so a one-per-step list belongs to these steps and means their noise levels under any sampler
+    (and a list of the wrong length is refused naming both counts). It
     holds the training labels whatever the class rule: unconditional calls pass none."""
-    options = dict(spec.options)
-    if options.get("patch_size") is not None:
-        options["patch_size"] = PatchSchedule.parse(options["patch_size"], grid, what="patch schedule")
+    options = timed_options(spec.machine, spec.options, grid, spec.schedule)
     return make_machine(spec.machine, spec.data.images, labels=spec.data.labels, schedule=spec.schedule,
                         memory_budget=DEFAULT_MEMORY_BUDGET if spec.memory_budget is None else spec.memory_budget,
                         distributed=spec.distributed,

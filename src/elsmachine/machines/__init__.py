@@ -10,9 +10,10 @@ of which candidates a pixel sees.
 - The machines: :mod:`.ideal` (IS), :mod:`.local` (LS, ELS), and the peers' :mod:`.nearest`,
   :mod:`.gaussian` (Wiener, stationary), :mod:`.locality`, :mod:`.golddiff`, :mod:`.smoothed`,
   :mod:`.composite` (PSPC square and flex; locality and composites share :mod:`.masked`).
-- The candidates beyond ELS: :mod:`.tempered`, :mod:`.els_tempered`, :mod:`.els_soft`,
-  :mod:`.els_border`, and those that follow ELS with a step (:mod:`.followed`):
-  :mod:`.wiener_els`, :mod:`.els_attention`.
+- The candidates beyond ELS: :mod:`.tempered`; the ELS variants, each a declaration of per-step
+  values of the one step (:mod:`.step`): :mod:`.els_tempered`, :mod:`.els_soft`, :mod:`.els_border`,
+  :mod:`.els_radius`, :mod:`.els_centred`; and those composed of machines (:mod:`.joined`):
+  :mod:`.wiener_els`, :mod:`.wiener_els_radius`, :mod:`.els_attention`.
 - :mod:`.subset`: the opt-in subset mode of the softmax machines, with its bound.
 - :mod:`.tracing`: a machine wrapped to record where every pixel comes from.
 - :mod:`.registry`: every declared machine by name, found by importing this package's modules.
@@ -20,7 +21,7 @@ of which candidates a pixel sees.
 
 from .base import BACKENDS, DEFAULT_MEMORY_BUDGET, CandidateMachine, ScoreMachine, Trace
 from .composite import FlexCompositeMachine, PatchCompositeMachine
-from .declaration import COMPOSITE, LINEAR, SOFTMAX, Declaration, Option
+from .declaration import COMPOSITE, LINEAR, SOFTMAX, Cost, Declaration, Fit, Option
 from .gaussian import StationaryMachine, WienerMachine
 from .golddiff import GoldDiffMachine
 from .ideal import IdealMachine
@@ -28,11 +29,12 @@ from .local import ELSMachine, LocalMachine, PatchMachine
 from .locality import LocalityMachine
 from .nearest import NearestMachine
 from .smoothed import SmoothedMachine
-from .registry import MACHINES, declaration_of, declarations, make_machine, options_of
+from .registry import (DEFAULT_MACHINE, EXACT_MACHINE, MACHINES, cost_of, declaration_of, declarations, make_machine,
+                       options_of, timed_options)
 from .tracing import SampleTrace, Traced
 
-__all__ = ["BACKENDS", "DEFAULT_MEMORY_BUDGET", "ScoreMachine", "CandidateMachine", "Trace", "Declaration", "Option",
+__all__ = ["BACKENDS", "DEFAULT_MEMORY_BUDGET", "ScoreMachine", "CandidateMachine", "Trace", "Declaration", "Option", "Fit", "Cost",
            "SOFTMAX", "LINEAR", "COMPOSITE", "IdealMachine", "ELSMachine", "LocalMachine", "PatchMachine",
            "NearestMachine", "WienerMachine", "StationaryMachine", "LocalityMachine", "PatchCompositeMachine",
-           "FlexCompositeMachine", "GoldDiffMachine", "SmoothedMachine", "MACHINES", "make_machine", "options_of", "declaration_of", "declarations",
+           "FlexCompositeMachine", "GoldDiffMachine", "SmoothedMachine", "MACHINES", "DEFAULT_MACHINE", "EXACT_MACHINE", "cost_of", "timed_options", "make_machine", "options_of", "declaration_of", "declarations",
            "SampleTrace", "Traced"]

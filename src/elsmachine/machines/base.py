@@ -352,8 +352,8 @@ class CandidateMachine(SubsetSelection, ScoreMachine):
 
     def engine(self, x: torch.Tensor, variant=None):
         """The engine this machine streams tensors like ``x`` through (chosen at first use).
-        ``variant``: what else the choice depends on, passed to :meth:`_choose_engine` (a radius
-        for a machine whose candidates change per step; None for most)."""
+        ``variant``: what else the choice depends on, passed to :meth:`_choose_engine` (the
+        step's radius for an ELS-family machine whose candidates change per step; None for most)."""
         key = (x.device, x.dtype, variant)
         hit = self._engines.get(key)
         if hit is None:
@@ -420,7 +420,7 @@ class PatchSized:
         """The machine's own patch size at time ``t`` (before :meth:`_checked_size`)."""
         if self.patch_size is None:
             raise InputError(f"{type(self).__name__} needs a patch size: pass patch_size= to the machine or to denoise")
-        return self.patch_size if isinstance(self.patch_size, int) else self.patch_size.size_at(t)
+        return self.patch_size if isinstance(self.patch_size, int) else self.patch_size.size_at(t, self.schedule)
 
     def _checked_size(self, k: int) -> int:
         return k

@@ -27,10 +27,44 @@ from ..noise import NoiseSchedule
 from ..patch_schedule import as_patch_schedule
 from ..sensitivity import Sensitivity
 from .base import DEFAULT_MEMORY_BUDGET, PatchSized, ScoreMachine
-from .declaration import COMPOSITE, PATCH_SIZE, Declaration, Option
+from .declaration import Cost, COMPOSITE, PATCH_SIZE, Declaration, Option
 from .masked import masked_finish, masked_state
 
 __all__ = ["PatchCompositeMachine", "FlexCompositeMachine"]
+
+
+
+def _square_pairs(k, n, H, W, t, padding=None, radius=None):
+    return (H - k + 1) * (W - k + 1) * n  # every window against every image
+
+
+def _square_flops(k, n, H, W, C, t, padding=None, radius=None):
+    nw = (H - k + 1) * (W - k + 1)  # box sums, exp and the windows' weighted crops
+    return n * (3.0 * C * H * W + 2.0 * (H - k + 1) * W * k + nw * (14 + 2.0 * C * k * k))
+
+
+def _flex_pairs(k, n, H, W, t, padding=None, radius=None):
+    return H * W * n  # one window per output pixel
+
+
+def _flex_flops(k, n, H, W, C, t, padding=None, radius=None):
+    D = C * H * W
+    return n * (3.0 * D + H * W * (2.0 * D + 14 + 2.0 * D))
+
+
+def square_sensitivity(sizes, ts, H: int, W: int):
+    """A stand-in sensitivity of PSPC flex's cost without a network: at each time of ``ts`` the
+    square of that step's size of ``sizes`` around each pixel, clipped to the image."""
+    from ..noise import CosineSchedule
+    from ..sensitivity import Sensitivity
+
+    wins = []
+    for k in sizes:
+        r = k // 2
+        rows = (torch.arange(H)[:, None] - torch.arange(H)[None, :]).abs() <= r
+        cols = (torch.arange(W)[:, None] - torch.arange(W)[None, :]).abs() <= r
+        wins.append((rows[:, None, :, None] & cols[None, :, None, :]).reshape(H * W, H * W))
+    return Sensitivity.from_windows(torch.stack(wins), list(ts), (H, W), CosineSchedule().to_dict())
 
 
 class PatchCompositeMachine(PatchSized, ScoreMachine):
@@ -40,7 +74,7 @@ class PatchCompositeMachine(PatchSized, ScoreMachine):
     declaration = Declaration(
         name="pspc", summary="PSPC square (Niedoba et al.): posterior means of k x k crops, averaged where they "
         "overlap.", candidates="the same k x k crop of every training image, per window; windows averaged",
-        form=COMPOSITE, options=(PATCH_SIZE,), order=70)
+        form=COMPOSITE, options=(PATCH_SIZE,), order=70, cost=Cost(_square_pairs, _square_flops, "box sums"))
 
     def __init__(self, images, patch_size=None, labels=None, *, schedule: NoiseSchedule | None = None,
                  memory_budget: int = DEFAULT_MEMORY_BUDGET, distributed: bool = False) -> None:
@@ -86,7 +120,7 @@ class FlexCompositeMachine(ScoreMachine):
         candidates="the same window of every training image, per output pixel's window; windows averaged",
         form=COMPOSITE, order=80,
         options=(Option("sensitivity", "path", None, "The network sensitivity file (els sensitivity --model ...).",
-                        flag="--sensitivity", required=True, record=lambda sens: sens.describe()),))
+                        flag="--sensitivity", required=True, record=lambda sens: sens.describe()),), cost=Cost(_flex_pairs, _flex_flops, "masked"), needs_network=True, bench_options=lambda sizes, ts, H, W: {"sensitivity": square_sensitivity(sizes, ts, H, W)})
 
     def __init__(self, images, sensitivity, labels=None, *, schedule: NoiseSchedule | None = None,
                  memory_budget: int = DEFAULT_MEMORY_BUDGET, distributed: bool = False) -> None:

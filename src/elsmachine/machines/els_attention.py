@@ -11,7 +11,7 @@ with P the k_a x k_a patch (k_a = ``attention_size``; past the border as the mac
 This is the machine's one global step: the queries, keys and values are ELS's estimate itself,
 so the step stays closed form and translation equivariant, and it can move a stroke's values
 towards those of alike strokes elsewhere in the image, which no local machine can. beta = 0 is
-ELS; beta(t) and tau(t) are one number or one per step of the default grid, fitted to a network
+ELS; beta(t) and tau(t) are one number or a timed per-step schedule, fitted to a network
 on seeds disjoint from evaluation seeds.
 """
 
@@ -21,10 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import checks
-from .declaration import SOFTMAX, Declaration, Option
-from .followed import ELSFollowed
-from .local import BACKENDS, PATCH_OPTIONS
-from .per_step import per_step_values, value_at
+from .declaration import SOFTMAX, Declaration, Fit, Option
+from .joined import Followed
+from .local import BACKENDS, PATCH_OPTIONS, ELSMachine, record_step
 
 __all__ = ["AttentionELSMachine", "attention_step"]
 
@@ -41,42 +40,39 @@ def attention_step(z: torch.Tensor, k: int, tau: torch.Tensor, padding: str) -> 
     return (A @ z.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(B, C, H, W)
 
 
-class AttentionELSMachine(ELSFollowed):
+class AttentionELSMachine(Followed):
     """ELS, then one self-attention step over its estimate (see the module docstring)."""
 
+    inner_class = ELSMachine
     declaration = Declaration(
         name="els-attention", summary="ELS followed by one self-attention step over its estimate (after Finn et "
         "al.): each pixel also takes the values of pixels whose neighbourhoods look alike.",
         candidates="as ELS; then every pixel of the same estimate", form=SOFTMAX, sizes_in_one_pass=True,
-        backends=BACKENDS, order=43, cost_like="els", candidate=True,
+        backends=BACKENDS, order=43, cost_like="els", candidate=True, reduces_to="els",
+        fit=Fit("attention_weight", ("0.3",)),
         options=PATCH_OPTIONS + (
             Option("attention_weight", "weight_schedule", 0.0, "Weight beta of the attention step in [0, 1]: one "
-                   "number, or one per step of the default grid (highest t first); 0 is ELS.",
-                   flag="--attention-weight", record=list),
+                   "number, or one per step of the run's grid (highest t first); 0 is ELS.",
+                   flag="--attention-weight", record=record_step, domain={"share": True}),
             Option("attention_width", "width_schedule", 1.0, "Width tau of the attention softmax on patch distances "
-                   "of the estimate: one number, or one per step.", flag="--attention-width", record=list),
+                   "of the estimate: one number, or one per step.", flag="--attention-width", record=record_step, domain={}),
             Option("attention_size", int, 3, "Odd size of the estimate's patches the attention compares.",
                    flag="--attention-size")))
 
-    def __init__(self, images, patch_size=None, padding: str = "zeros", attention_weight=0.0, attention_width=1.0,
-                 attention_size: int = 3, **kw) -> None:
-        self.attention_weight = per_step_values(attention_weight, "attention_weight", share=True)
-        self.attention_width = per_step_values(attention_width, "attention_width")
-        self.attention_size = checks.patch_size(attention_size, "attention_size")
-        super().__init__(images, patch_size, padding, **kw)
+    def __init__(self, images, **options) -> None:
+        super().__init__(images, **options)
+        self.attention_size = checks.patch_size(self.attention_size, "attention_size")
 
-    def _after(self, els, x, a, s, cls, t):
-        beta = torch.tensor([value_at(self.attention_weight, v, "attention_weight") for v in t.tolist()],
-                            dtype=torch.float64)
+    def _mapped(self, est, x, a, s, cls, t):
+        beta = self._values("attention_weight", t)
         rows = torch.nonzero(beta > 0).flatten()
         if len(rows) == 0:
-            return els
-        tau = torch.tensor([value_at(self.attention_width, float(t[r]), "attention_width") for r in rows],
-                           dtype=torch.float64)
+            return est
+        tau = self._values("attention_width", t[rows])
         sel = rows.to(x.device)
-        z = els[sel]
+        z = est[sel]
         mixed = attention_step(z, self.attention_size, tau.to(device=x.device, dtype=x.dtype), self.padding)
         b4 = beta[rows].to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
-        out = els.clone()
+        out = est.clone()
         out[sel] = (1 - b4) * z + b4 * mixed
         return out

@@ -43,13 +43,16 @@ class PatchQueries:
     (an int; for :meth:`DisplacementForm.stream_sizes`, a list of increasing sizes).
 
     ``window`` (attention form only): weights w [k, k] of the squared differences in a patch
-    distance, sum_o w(o) |x(q + o) - a Y(p + o)|^2, with w = 1 at the centre; None is the box."""
+    distance, sum_o w(o) |x(q + o) - a Y(p + o)|^2, with w = 1 at the centre; None is the box.
+    ``centring`` (attention form only): the share c of each channel's patch mean taken out of
+    both patches before the distance (0: none); the values stay the candidates' centre pixels."""
 
     x: torch.Tensor
     a: torch.Tensor
     s: torch.Tensor
     k: int | list[int]
     window: torch.Tensor | None = None
+    centring: float = 0.0
 
     @property
     def device(self) -> torch.device:
@@ -80,8 +83,16 @@ def _global_codes(local_image: torch.Tensor, pixel: torch.Tensor, bank: Bank, HW
 
 
 def _box_only(queries: PatchQueries, form: str) -> None:
-    if queries.window is not None:  # these kernels sum a box; a window would be silently dropped
-        raise ValueError(f"the {form} form computes box distances only; a windowed distance needs the attention form")
+    if queries.window is not None or queries.centring:  # these kernels sum a box; it would be silently dropped
+        raise ValueError(f"the {form} form computes box distances only; a windowed or centred distance needs the "
+                         f"attention form")
+
+
+def _centred(p: torch.Tensor, c: float, C: int) -> torch.Tensor:
+    """Patches p [..., C k k] (channel-major) less the share c of each channel's mean."""
+    shape = p.shape
+    q = p.reshape(*shape[:-1], C, -1)
+    return (q - c * q.mean(-1, keepdim=True)).reshape(shape)
 
 
 class AttentionForm:
@@ -101,32 +112,41 @@ class AttentionForm:
         return [(torch.stack([q for q, _ in cl]), torch.stack([p for _, p in cl]))
                 for _, cl in sorted(by_size.items(), reverse=True)]
 
-    def _block_keys(self, Y, mu_vec, k, cand, root_w):
+    def _block_keys(self, Y, mu_vec, k, cand, root_w, centring=0.0):
         """Keys [G, n * P, C*k*k + 1] of the images Y [n, C, H, W] at the candidate pixels
         cand [G, P]; candidate j of group g is image j // P at pixel cand[g, j % P]. A window
         scales both sides by sqrt(w) (``root_w`` [C*k*k] or None), which leaves the centre
-        pixels, the values, as they are (w = 1 there)."""
+        pixels, the values, as they are (w = 1 there). Centring changes the centre pixels too, so
+        the values then follow as C more columns, [C*k*k + 1 + C] in all."""
         G, P = cand.shape
         n = Y.shape[0]
         Dp = mu_vec.numel()
+        C = Y.shape[1]
         p = gather_patches(Y, k, self.geometry.padding, cand.reshape(-1)) - mu_vec  # [n, G*P, Dp]
+        extra = C if centring else 0
+        keys = Y.new_empty(G, n, P, Dp + 1 + extra)
+        if centring:
+            h = k // 2
+            keys[..., Dp + 1 :] = p[..., h * k + h :: k * k].reshape(n, G, P, C).permute(1, 0, 2, 3)
+            p = _centred(p, centring, C)
         if root_w is not None:
             p = p * root_w
-        keys = Y.new_empty(G, n, P, Dp + 1)
         keys[..., :Dp] = p.view(n, G, P, Dp).permute(1, 0, 2, 3)
         keys[..., Dp] = (p * p).sum(-1).view(n, G, P).permute(1, 0, 2)
-        return keys.view(G, n * P, Dp + 1)
+        return keys.view(G, n * P, Dp + 1 + extra)
 
-    def _key_chunks(self, Y, mu_vec, k, cand, cache_key, root_w):
+    def _key_chunks(self, Y, mu_vec, k, cand, cache_key, root_w, centring=0.0):
         G, P = cand.shape
-        per_image = G * P * (mu_vec.numel() + 1) * Y.element_size()
-        keys = self.cache.get(cache_key, per_image * Y.shape[0], lambda: self._block_keys(Y, mu_vec, k, cand, root_w))
+        width = mu_vec.numel() + 1 + (Y.shape[1] if centring else 0)
+        per_image = G * P * width * Y.element_size()
+        keys = self.cache.get(cache_key, per_image * Y.shape[0],
+                              lambda: self._block_keys(Y, mu_vec, k, cand, root_w, centring))
         if keys is not None:
             yield keys
             return
         per = max(1, (self.memory_budget // 4) // per_image)
         for n0 in range(0, Y.shape[0], per):
-            yield self._block_keys(Y[n0 : n0 + per], mu_vec, k, cand, root_w)
+            yield self._block_keys(Y[n0 : n0 + per], mu_vec, k, cand, root_w, centring)
 
     def stream(self, queries: PatchQueries, bank: Bank, *, trace: bool) -> SoftmaxState:
         x, a, s, k = queries.x, queries.a, queries.s, queries.k
@@ -138,6 +158,10 @@ class AttentionForm:
         mu = bank.mean.to(device=x.device, dtype=x.dtype)
         mu_vec = mu.repeat_interleave(k * k)  # [Dp], channel-major like the patches
         xp = gather_patches(x, k, self.geometry.padding, torch.arange(HW)) - a.view(-1, 1, 1) * mu_vec  # [B, HW, Dp]
+        c = float(queries.centring)
+        extra = C if c else 0
+        if c:
+            xp = _centred(xp, c, C)
         root_w, window_key = None, None
         if queries.window is not None:
             w = queries.window.detach().to("cpu", torch.float64)
@@ -154,13 +178,16 @@ class AttentionForm:
             G, Q = qpos.shape
             P = cpos.shape[1]
             flat = qpos.reshape(-1)
-            q = x.new_empty(G, B, Q, Dp + 1)
+            q = x.new_empty(G, B, Q, Dp + 1 + extra)
             q[..., :Dp] = xp[:, flat].view(B, G, Q, Dp).permute(1, 0, 2, 3) * scale
             q[..., Dp] = bias
+            if extra:
+                q[..., Dp + 1 :] = 0  # the value columns take no part in the logits
             cache_key = None if bank.key is None else (self.geometry, k, H, W, bi, bank.key, x.dtype, x.device,
-                                                       window_key)
-            st = attention_state(q.view(G, B * Q, Dp + 1), self._key_chunks(Y, mu_vec, k, cpos, cache_key, root_w),
-                                 slice(h * k + h, Dp, k * k),  # the centre pixel of every channel
+                                                       window_key, *((c,) if c else ()))
+            values = slice(Dp + 1, Dp + 1 + C) if extra else slice(h * k + h, Dp, k * k)  # the centre pixels
+            st = attention_state(q.view(G, B * Q, Dp + 1 + extra),
+                                 self._key_chunks(Y, mu_vec, k, cpos, cache_key, root_w, c), values,
                                  trace=trace, backend=self.backend)
 
             def per_pixel(v, G=G, Q=Q):  # [G, B * Q] -> [B, G * Q]

@@ -22,11 +22,13 @@ float64 and cached; they are applied in x's dtype.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..noise import NoiseSchedule
 from .base import DEFAULT_MEMORY_BUDGET, ScoreMachine, as_float
-from .declaration import LINEAR, Declaration
+from .declaration import Cost, LINEAR, Declaration
 
 __all__ = ["WienerMachine", "StationaryMachine", "GaussianMachine"]
 
@@ -66,7 +68,7 @@ class WienerMachine(GaussianMachine):
     declaration = Declaration(
         name="wiener", summary="The Wiener filter: the exact denoiser of a Gaussian with the data's mean and "
         "covariance.", candidates="none: linear in x_t (the training set's mean and covariance)", form=LINEAR,
-        order=40)
+        order=40, cost=Cost(lambda k, n, H, W, t, padding=None, radius=None: 0, lambda k, n, H, W, C, t, padding=None, radius=None: 4.0 * (C * H * W) ** 2, "eigenbasis"))
 
     def _compute(self, Y):
         flat = Y.flatten(1)  # [N, D], N may be 0 on a rank
@@ -91,6 +93,12 @@ class WienerMachine(GaussianMachine):
         return (mu + (gain * z) @ U.T).view_as(x), None
 
 
+
+def _stationary_flops(k, n, H, W, C, t, padding=None, radius=None):
+    # two FFTs and the C x C products per frequency
+    return 2 * 5.0 * C * H * W * max(1.0, math.log2(H * W)) + 8.0 * C * C * H * W
+
+
 class StationaryMachine(GaussianMachine):
     """The Wiener filter of the training set augmented with all its circular shifts, applied in
     the 2D Fourier domain (a C x C matrix per frequency)."""
@@ -98,7 +106,7 @@ class StationaryMachine(GaussianMachine):
     declaration = Declaration(
         name="stationary", summary="The stationary Gaussian: the Wiener filter of every circular shift of the data.",
         candidates="none: linear in x_t (the covariance of every circular shift, per frequency)", form=LINEAR,
-        order=50)
+        order=50, cost=Cost(lambda k, n, H, W, t, padding=None, radius=None: 0, _stationary_flops, "fourier"))
 
     def _compute(self, Y):
         _, C, H, W = Y.shape

@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..noise import NoiseSchedule
 from ..seeds import query_generator
 from .base import DEFAULT_MEMORY_BUDGET, Trace
-from .declaration import SOFTMAX, Declaration, Option
+from .declaration import Cost, SOFTMAX, Declaration, Option
 from .locality import LocalityMachine
 from .masked import masked_finish, masked_state
 
@@ -38,6 +38,28 @@ __all__ = ["GoldDiffMachine"]
 
 def _count(v, what: str) -> int | None:
     return None if v is None else checks.positive_int(v, what)
+
+
+
+def _counts(n: int, t: float) -> tuple[int, int, int]:
+    """(pre-sample, screen, softmax) image counts at time t with the default k_min and k_max, on
+    the paper's cosine schedule."""
+    from ..noise import CosineSchedule
+
+    return GoldDiffMachine.sizes_of(n, CosineSchedule().sigma(t), None, None)
+
+
+def _pairs(k, n, H, W, t, padding=None, radius=None):
+    # the pre-sample screened on pooled proxies, the survivors at full size (one pair an image
+    # each), then every output entry against the k_t images kept
+    m, k_max, k_t = _counts(n, t)
+    return m + k_max + H * W * k_t
+
+
+def _flops(k, n, H, W, C, t, padding=None, radius=None):
+    D = C * H * W
+    m, k_max, k_t = _counts(n, t)
+    return m * 3.0 * D / 4 + k_max * 3.0 * D + k_t * (3.0 * D + H * W * (2.0 * D + 16))
 
 
 class GoldDiffMachine(LocalityMachine):
@@ -55,7 +77,7 @@ class GoldDiffMachine(LocalityMachine):
             Option("low_res", int, 16, "Side of the average-pooled proxies of the coarse screen.", flag="--low-res"),
             Option("threshold", float, 0.02, "The share of the largest normalised projection an entry needs to "
                    "enter a distance.", flag="--threshold"),
-            Option("seed", int, 0, "Seed of the random pre-sample.", flag="--machine-seed")))
+            Option("seed", int, 0, "Seed of the random pre-sample.", flag="--machine-seed")), cost=Cost(_pairs, _flops))
 
     def __init__(self, images, k_min=None, k_max=None, low_res: int = 16, threshold: float = 0.02, seed: int = 0,
                  labels=None, *, schedule: NoiseSchedule | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,

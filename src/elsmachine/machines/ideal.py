@@ -20,7 +20,7 @@ from ..engines.attention import attention_state
 from ..engines.engine import Bank, KeyCache
 from ..engines.softmax import SoftmaxState
 from .base import CandidateMachine, Trace
-from .declaration import SOFTMAX, Declaration, Option
+from .declaration import Cost, SOFTMAX, Declaration, Option
 from .forms import PatchQueries
 from .subset import SUBSET_OPTIONS
 
@@ -163,6 +163,18 @@ def _keys(Y, mu, D):
     return torch.cat([yc, (yc * yc).sum(-1, keepdim=True)], dim=-1)  # [1, n, D + 1]
 
 
+
+def _whole_pairs(k, n, H, W, t, padding=None, radius=None):
+    return n  # one candidate (a whole image) per image
+
+
+def _whole_flops(k, n, H, W, C, t, padding=None, radius=None):
+    return n * (4.0 * (C * H * W + 1) + 10)  # the logits' product (2D a pair), exp and weighted sum (2D)
+
+
+WHOLE_IMAGES = Cost(_whole_pairs, _whole_flops)
+
+
 class IdealMachine(CandidateMachine):
     """IS: candidates are whole training images; weights softmax_n(-|x_t - a Y_n|^2 / (2 s^2))."""
 
@@ -171,7 +183,7 @@ class IdealMachine(CandidateMachine):
         candidates="every whole training image", form=SOFTMAX, traceable=True,
         options=(Option("backend", str, "auto", "The attention variant: auto, fused or explicit.", flag="--backend",
                         choices=("auto", "fused", "explicit"), recorded=False), *SUBSET_OPTIONS),
-        backends=("auto", "fused", "explicit"), order=0)
+        backends=("auto", "fused", "explicit"), order=0, label="IS", exact=True, cost=WHOLE_IMAGES)
 
     def _no_backend(self, backend: str) -> str:
         if backend.startswith("triton"):

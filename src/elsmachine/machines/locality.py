@@ -25,7 +25,7 @@ import torch
 from ..errors import InputError
 from ..noise import NoiseSchedule
 from .base import DEFAULT_MEMORY_BUDGET, CandidateMachine, Trace
-from .declaration import SOFTMAX, Declaration, Option
+from .declaration import Cost, SOFTMAX, Declaration, Option
 from .gaussian import WienerMachine
 from .masked import masked_finish, masked_state
 
@@ -49,6 +49,16 @@ class _MaskedEntries:
                             trace=trace, index=bank.index)
 
 
+
+def _pairs(k, n, H, W, t, padding=None, radius=None):
+    return H * W * n  # every output entry (one channel here) against every image
+
+
+def _flops(k, n, H, W, C, t, padding=None, radius=None):
+    D = C * H * W  # squared differences, the masked sums by matrix product, exp and weighted sums
+    return n * (3.0 * D + H * W * (2.0 * D + 16))
+
+
 class LocalityMachine(CandidateMachine):
     """Lukoianov et al.'s analytic locality machine (see the module docstring)."""
 
@@ -58,7 +68,7 @@ class LocalityMachine(CandidateMachine):
         form=SOFTMAX, traceable=True, order=60,
         options=(Option("threshold", float, 0.02, "The share of the largest normalised projection an entry needs to "
                         "enter a distance.", flag="--threshold"),
-                 Option("temperature", float, 1.0, "The softmax temperature.", flag="--temperature")))
+                 Option("temperature", float, 1.0, "The softmax temperature.", flag="--temperature")), cost=Cost(_pairs, _flops), baseline="masked softmax")
 
     def __init__(self, images, threshold: float = 0.02, temperature: float = 1.0, labels=None, *,
                  schedule: NoiseSchedule | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,

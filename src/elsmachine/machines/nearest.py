@@ -13,7 +13,7 @@ import torch
 
 from ..noise import NoiseSchedule
 from .base import DEFAULT_MEMORY_BUDGET, ScoreMachine, Trace
-from .declaration import SOFTMAX, Declaration
+from .declaration import Cost, SOFTMAX, Declaration
 
 __all__ = ["NearestMachine"]
 
@@ -25,7 +25,7 @@ class NearestMachine(ScoreMachine):
     declaration = Declaration(
         name="nearest", summary="The nearest training image, whole: IS at zero temperature (memorisation).",
         candidates="every whole training image (the nearest takes all the weight)", form=SOFTMAX, traceable=True,
-        order=30)
+        order=30, cost=Cost(lambda k, n, H, W, t, padding=None, radius=None: n, lambda k, n, H, W, C, t, padding=None, radius=None: n * 3.0 * C * H * W, "distances"))
 
     def __init__(self, images, labels=None, *, schedule: NoiseSchedule | None = None,
                  memory_budget: int = DEFAULT_MEMORY_BUDGET, distributed: bool = False) -> None:

@@ -16,7 +16,8 @@ from ..noise import NoiseSchedule
 from .base import DEFAULT_MEMORY_BUDGET, ScoreMachine
 from .declaration import Declaration
 
-__all__ = ["MACHINES", "make_machine", "options_of", "declaration_of", "declarations"]
+__all__ = ["MACHINES", "make_machine", "options_of", "declaration_of", "declarations", "DEFAULT_MACHINE",
+           "EXACT_MACHINE", "cost_of", "timed_options"]
 
 
 def _discover() -> dict[str, type[ScoreMachine]]:
@@ -38,6 +39,50 @@ def _discover() -> dict[str, type[ScoreMachine]]:
 
 
 MACHINES: dict[str, type[ScoreMachine]] = _discover()
+
+
+def _the(flag: str) -> str:
+    found = [n for n, cls in MACHINES.items() if getattr(cls.declaration, flag)]
+    if len(found) != 1:
+        raise RuntimeError(f"exactly one machine must declare {flag}=True, found {found}")
+    return found[0]
+
+
+# The machine the commands sample when none is named, and the exact denoiser of the training set:
+# the two every comparison measures each machine against.
+DEFAULT_MACHINE = _the("default")
+EXACT_MACHINE = _the("exact")
+
+
+def cost_of(name: str):
+    """The cost model (:class:`~.declaration.Cost`) of machine ``name``: its own, or that of the
+    machine its declaration's ``cost_like`` names."""
+    decl = declaration_of(name)
+    cost = decl.cost if decl.cost is not None else declaration_of(decl.cost_like).cost if decl.cost_like else None
+    if cost is None:
+        raise RuntimeError(f"the {name} machine declares no cost model")
+    return cost
+
+
+def timed_options(name: str, options: dict, grid, schedule=None) -> dict:
+    """``options`` of machine ``name`` with each per-step value read on the run's time ``grid``
+    (descending, ending at 0): a one-per-step list belongs to these steps and is stored with their
+    times, and a list of another length is refused naming both counts; one value, a schedule and a
+    file are kept as they are."""
+    from ..patch_schedule import PatchSchedule, StepSchedule
+
+    decl = declaration_of(name)
+    out = dict(options)
+    for key, value in options.items():
+        opt = decl.option(key)
+        if opt is None or not opt.per_step or value is None or isinstance(value, (PatchSchedule, StepSchedule)):
+            continue
+        if opt.kind == "patch_schedule":
+            what = "patch schedule" if key == "patch_size" else key
+            out[key] = PatchSchedule.parse(value, grid, what=what)
+        else:
+            out[key] = StepSchedule.parse(value, key, grid=grid, schedule=schedule, **(opt.domain or {}))
+    return out
 
 
 def declarations() -> list[Declaration]:

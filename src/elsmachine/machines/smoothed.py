@@ -25,10 +25,19 @@ import torch
 from .. import checks
 from ..errors import InputError
 from ..seeds import query_generator
-from .declaration import SOFTMAX, Declaration, Option
+from .declaration import Cost, SOFTMAX, Declaration, Option
 from .ideal import IdealMachine
 
 __all__ = ["SmoothedMachine"]
+
+
+
+def _pairs(k, n, H, W, t, padding=None, radius=None):
+    return 10 * n  # every image for each of its default 10 perturbed copies
+
+
+def _flops(k, n, H, W, C, t, padding=None, radius=None):
+    return 10 * n * (4.0 * (C * H * W + 1) + 10)  # IS once per copy
 
 
 class SmoothedMachine(IdealMachine):
@@ -44,7 +53,7 @@ class SmoothedMachine(IdealMachine):
             Option("num_noise", int, 10, "Perturbed copies averaged per query.", flag="--num-noise"),
             Option("neighbours", int, None, "The nearest-neighbour estimator: each copy's softmax over its k "
                    "nearest images (default: all).", flag="--neighbours"),
-            Option("seed", int, 0, "Seed of the machine's random draws.", flag="--machine-seed")))
+            Option("seed", int, 0, "Seed of the machine's random draws.", flag="--machine-seed")), cost=Cost(_pairs, _flops))
 
     def __init__(self, images, smoothing_std: float = 0.1, num_noise: int = 10, neighbours=None, seed: int = 0,
                  labels=None, **kw) -> None:

@@ -15,7 +15,7 @@ import math
 from ..errors import InputError
 from ..noise import NoiseSchedule
 from .base import DEFAULT_MEMORY_BUDGET
-from .declaration import SOFTMAX, Declaration, Option
+from .declaration import SOFTMAX, Declaration, Fit, Option
 from .ideal import IdealMachine
 from .subset import SUBSET_OPTIONS
 
@@ -28,7 +28,7 @@ class TemperedMachine(IdealMachine):
     declaration = Declaration(
         name="tempered", summary="IS at a temperature: logits divided by T (T = 1 is IS, T -> 0 the nearest image).",
         candidates="every whole training image", form=SOFTMAX, traceable=True, order=35, cost_like="ideal",
-        candidate=True,
+        candidate=True, reduces_to="ideal", fit=Fit("temperature", ("0.5", "0.7", "1.4", "2")),
         options=(Option("temperature", float, 1.0, "The softmax temperature.", flag="--temperature"),
                  *SUBSET_OPTIONS))
 

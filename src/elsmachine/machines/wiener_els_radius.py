@@ -5,33 +5,30 @@ within a radius"): the two candidates of :mod:`.wiener_els` and :mod:`.els_radiu
 
 where ELS_R is ELS whose pixel q meets only the candidates at most R(t) pixels from q along each
 axis. lambda = 0 is els-radius, R = inf is wiener-els, both is ELS. lambda(t) and R(t) are each
-one value or one per step of the default grid, fitted to a network on seeds disjoint from
+one value or a timed per-step schedule, fitted to a network on seeds disjoint from
 evaluation seeds.
 """
 
 from __future__ import annotations
 
-import math
-
-from .declaration import SOFTMAX, Declaration
+from .declaration import SOFTMAX, Declaration, Fit
 from .els_radius import RadiusELSMachine
-from .local import APPROX_RADIUS, PATCH_OPTIONS
-from .wiener_els import WienerELSMachine
+from .gaussian import WienerMachine
+from .joined import Blend
+from .wiener_els import WIENER_WEIGHT
 
 __all__ = ["WienerRadiusELSMachine"]
 
 
-class WienerRadiusELSMachine(WienerELSMachine, RadiusELSMachine):
+class WienerRadiusELSMachine(Blend):
     """lambda(t) Wiener + (1 - lambda(t)) ELS within R(t) pixels (see the module docstring)."""
 
+    first_class, inner_class, weight = WienerMachine, RadiusELSMachine, "wiener_weight"
     declaration = Declaration(
         name="wiener-els-radius", summary="The Wiener filter at high noise joined to ELS within a radius: lambda(t) "
         "Wiener + (1 - lambda(t)) ELS_R(t).", candidates="as els-radius, beside the training set's mean and "
         "covariance", form=SOFTMAX, backends=RadiusELSMachine.declaration.backends, order=46, cost_like="els",
-        candidate=True,
-        options=tuple(o for o in PATCH_OPTIONS if o is not APPROX_RADIUS) + (
-            WienerELSMachine.declaration.option("wiener_weight"), RadiusELSMachine.declaration.option("radii")))
-
-    def __init__(self, images, patch_size=None, padding: str = "zeros", wiener_weight=0.0, radii=math.inf,
-                 **kw) -> None:
-        super().__init__(images, patch_size, padding, wiener_weight, radii=radii, **kw)
+        candidate=True, reduces_to="els",
+        # R = inf is wiener-els itself; the weight is wiener-els's, fitted on the same network
+        fit=Fit("radii", ("1", "2", "3"), keeps={"wiener_weight": "wiener-els"}),
+        options=RadiusELSMachine.declaration.options + (WIENER_WEIGHT,))

@@ -166,7 +166,12 @@ def render_mosaic(trace: SampleTrace, train_images: torch.Tensor, out_dir, *, st
     return [out / "mosaic.png", out / "travel.png", out / "strip.png"]
 
 
-_LABELS = {"ideal": "IS", "ls": "LS", "els": "ELS"}
+def _label(name: str) -> str:
+    """A machine's short name in figures (its declaration's label)."""
+    from ..machines import MACHINES
+
+    return MACHINES[name].declaration.short if name in MACHINES else name
+
 
 # Every figure comparison_plots may write into a comparison folder: those a run does not make are
 # removed, so that no figure is left beside a summary it does not show.
@@ -191,7 +196,7 @@ def comparison_plots(folder, comparison: Comparison, train_images: torch.Tensor,
         if name not in made:
             (out / name).unlink(missing_ok=True)
     written = []
-    label = [_LABELS.get(n, n) for n in names]
+    label = [_label(n) for n in names]
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(names), 3.6), dpi=120)
     ax.boxplot([comparison.values(n, "r") for n in names], showmeans=True)
     ax.set_xticks(range(1, len(names) + 1), label)
@@ -201,7 +206,9 @@ def comparison_plots(folder, comparison: Comparison, train_images: torch.Tensor,
     fig.tight_layout()
     written.append(_save(fig, out / "boxplot.png"))
     if comparison.els_beats_is is not None:
-        r_els, r_is = comparison.values("els", "r"), comparison.values("ideal", "r")
+        from ..machines import DEFAULT_MACHINE, EXACT_MACHINE
+
+        r_els, r_is = comparison.values(DEFAULT_MACHINE, "r"), comparison.values(EXACT_MACHINE, "r")
         fig, ax = plt.subplots(figsize=(4.2, 4.2), dpi=120)
         ax.scatter(r_is, r_els, s=12, alpha=0.7)
         lo = min(r_is.min(), r_els.min(), 0.0)
