@@ -30,7 +30,12 @@ import torch
 from ..errors import InputError
 from .dataset import Dataset
 
-BUNDLED = ("mnist5k",)
+BUNDLED = ("mnist5k", "fmnist5k")
+# Fashion-MNIST's label names (Xiao, Rasul and Vollgraf 2017), so that --class takes "sneaker".
+FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                   "ankle-boot"]
+# Where Debian's dataset-fashion-mnist package installs the standard files.
+SYSTEM_ROOTS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
 KNOWN = ("mnist", "fashion-mnist", "cifar10", "celeba")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -56,11 +61,26 @@ _DOWNLOADS = {
 
 
 def default_root(name: str) -> Path:
-    """Where a named dataset's files are looked for when no root is given."""
+    """Where a named dataset's files are looked for when no root is given: $ELSMACHINE_DATA/<name>,
+    else the user's cache folder, else (fashion-mnist) where Debian's package installs them, when
+    the cache holds none and that folder exists. Downloads go to the first two."""
     base = os.environ.get("ELSMACHINE_DATA")
     if base:
         return Path(base) / name
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "elsmachine" / "data" / name
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "elsmachine" / "data" / name
+    system = SYSTEM_ROOTS.get(name)
+    if system is not None and system.is_dir() and not _has_idx(cache, True):
+        return system
+    return cache
+
+
+def _has_idx(root: Path, train: bool) -> bool:
+    return all(any((f / stem).exists() or (f / (stem + ".gz")).exists() for f in _idx_folders(root))
+               for stem in _IDX_FILES[train])
+
+
+def _idx_folders(root: Path):
+    return (root, root / "raw", root / "MNIST" / "raw", root / "FashionMNIST" / "raw")
 
 
 def pad_to(images: torch.Tensor, size: int, value: float = -1.0) -> torch.Tensor:
@@ -277,11 +297,14 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _find(root: Path, stem: str, what: str) -> Path:
-    for folder in (root, root / "raw", root / "MNIST" / "raw", root / "FashionMNIST" / "raw"):
+    for folder in _idx_folders(root):
         for cand in (folder / stem, folder / (stem + ".gz")):
             if cand.exists():
                 return cand
-    raise InputError(f"{what}: no {stem} or {stem}.gz under {root} (pass root= or download=True; --root, --download)")
+    also = f" or {SYSTEM_ROOTS[what]}" if what in SYSTEM_ROOTS and SYSTEM_ROOTS[what] != root else ""
+    debian = " `apt-get install dataset-fashion-mnist`," if what == "fashion-mnist" else ""
+    raise InputError(f"{what}: no {stem} or {stem}.gz under {root}{also}; get them with{debian} "
+                     f"root=<folder> (--root) or download=True (--download)")
 
 
 def _mnist_like(name: str, root: Path, train: bool, resize: str) -> Dataset:
@@ -297,7 +320,8 @@ def _mnist_like(name: str, root: Path, train: bool, resize: str) -> Dataset:
         x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False).clamp(-1, 1)
     else:
         raise InputError(f"resize must be 'pad' or 'bilinear', got {resize!r}")
-    return Dataset(x, torch.from_numpy(labs.astype(np.int64)), name)
+    return Dataset(x, torch.from_numpy(labs.astype(np.int64)), name,
+                   class_names=FASHION_CLASSES if name == "fashion-mnist" else None)
 
 
 class _ArrayUnpickler(pickle.Unpickler):

@@ -10,6 +10,7 @@ from ..errors import InputError
 from .dataset import Dataset
 from .formats import (
     BUNDLED,
+    FASHION_CLASSES,
     KNOWN,
     _cifar10,
     _download,
@@ -45,13 +46,15 @@ def load_dataset(
     """Load a training set.
 
     Args:
-        name_or_path: ``mnist5k`` (bundled), ``mnist``, ``fashion-mnist``, ``cifar10``,
+        name_or_path: ``mnist5k`` or ``fmnist5k`` (bundled: the first 500 training images of each
+            class of MNIST or Fashion-MNIST), ``mnist``, ``fashion-mnist``, ``cifar10``,
             ``celeba`` (an image folder given by ``root``), a folder of images, or an ``.npz``;
             or data in memory: a NumPy array or torch tensor of images ([N, H, W], [N, C, H, W]
             or [N, H, W, C], uint8 in 0..255 or float), a Hugging Face ``datasets.Dataset`` with
             an image column (and a label column), or any sequence or torch ``Dataset`` of images
             or (image, label) pairs (PIL images, arrays or tensors).
-        root: folder with the set's standard files (default: ``default_root(name)``).
+        root: folder with the set's standard files (default: ``default_root(name)``, which for
+            fashion-mnist finds Debian's ``dataset-fashion-mnist`` files).
         train: the training split (else the test split) of mnist, fashion-mnist, cifar10.
         download: fetch the canonical files (MD5-checked) when they are missing.
         limit: keep N images (class-balanced for a labelled set, see :meth:`Dataset.subset`);
@@ -89,11 +92,11 @@ def load_dataset(
     npz = name not in BUNDLED and name not in KNOWN and path.suffix == ".npz" and not path.is_dir()
     if layout is not None and not npz:
         raise InputError(f"layout= is for .npz files and arrays in memory; {name} brings its own")
-    if name == "mnist5k":
-        src = resources.files("elsmachine") / "data" / "mnist5k.npz"
+    if name in BUNDLED:
+        src = resources.files("elsmachine") / "data" / f"{name}.npz"
         with resources.as_file(src) as p:
-            x, y, _ = _read_npz(Path(p), "bundled mnist5k")
-        ds = Dataset(pad_to(x, 32), y, "mnist5k")
+            x, y, _ = _read_npz(Path(p), f"bundled {name}")
+        ds = Dataset(pad_to(x, 32), y, name, class_names=FASHION_CLASSES if name == "fmnist5k" else None)
     elif name in KNOWN:
         r = Path(root) if root is not None else default_root(name)
         if name == "celeba":
