@@ -1,4 +1,4 @@
-"""How close float32 sampling stays to float64, and why (the README's Fidelity paragraph).
+"""How close float32 sampling stays to float64, and why (docs/speed.md, "Fidelity").
 
 Boundary-broken ELS on the first N bundled digits (unconditional, as ``els bench`` runs it),
 the paper's MNIST-ResNet patch schedule, 20 steps:

@@ -1,6 +1,6 @@
 """The GPU benchmark: both Triton forms of LS and ELS and the GPU paths of the other machines, on
 synthetic sets the size of the real ones, timed and checked against float64 (docs/theory.md, "How
-it computes"; README, "Scale").
+it computes"; docs/scale.md, "GPU kernels").
 
 Sets (each built from a fixed seed, no download):
 - colour-5k, colour-50k: 5,000 and 50,000 smooth random colour images of 3 x 32 x 32 (Gaussian

@@ -9,7 +9,7 @@ Three steps, each resumable (a rerun does only what is missing):
                                              # sampled on seeds 1000-1009; docs/networks/fits.json
     python benchmarks/networks.py compare    # els compare --machines all plus the fitted
                                              # candidates, seeds 0-99, one folder per network
-    python benchmarks/networks.py table      # the README's tables across the networks
+    python benchmarks/networks.py table      # the tables across the networks in docs/results.md
     python benchmarks/networks.py montage    # docs/networks/montage.png
 
 A candidate's value is the one of its grid whose DDIM samples have the largest median Pearson r

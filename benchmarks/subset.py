@@ -1,5 +1,5 @@
 """The subset mode with its bound against the exact machines (docs/theory.md, "Subsets with a
-bound"; README, "Speed").
+bound"; docs/speed.md, "Subsets with a bound").
 
 The training set: the bundled digits, each with ``--distortions`` small random affine
 distortions (rotation up to 10 degrees, scale 0.9..1.1, shear up to 0.1, drawn from a fixed seed;
