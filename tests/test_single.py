@@ -220,3 +220,21 @@ def test_bad_input_is_one_line(call, message):
 
 def test_t_check():
     assert math.isclose(float(sg.fine_grid(0.4, 3)[1]), 0.4 * (0.01 / 0.4) ** 0.5)
+
+
+def test_command_end_to_end(tmp_path):
+    from typer.testing import CliRunner
+
+    from elsmachine.cli import app
+
+    out = tmp_path / "s.png"
+    res = CliRunner().invoke(app, ["single", "coffee", "-o", str(out), "--size", "20x24", "--mode", "tileable",
+                                   "--seed", "3", "-n", "2", "--scales", "2", "-k", "3", "--steps", "2",
+                                   "--fine-steps", "1", "--trace"])
+    assert res.exit_code == 0, res.output
+    assert out.exists() and out.with_suffix(".npz").exists() and out.with_suffix(".html").exists()
+    d = np.load(out.with_suffix(".npz"))
+    assert d["images"].shape == (2, 3, 20, 24) and list(d["seeds"]) == [3, 4]
+    tr = sg.SingleTrace.from_arrays(d)
+    assert tr.source_shape == (192, 288) and tr.source_pixel.shape[1:] == (2, 20, 24)
+    assert "source_pixel" in out.with_suffix(".html").read_text()

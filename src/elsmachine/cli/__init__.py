@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from ..errors import InputError, RunError
-from . import bench, calibrate, compare, explore, mosaic, novelty, sample, sensitivity, train
+from . import bench, calibrate, compare, explore, mosaic, novelty, sample, sensitivity, single, train
 from .common import console
 
 # typer's own usage errors (unknown option, bad value) derive from this, whichever click it uses.
@@ -81,6 +81,7 @@ app.command("mosaic")(mosaic.mosaic)
 app.command("novelty")(novelty.novelty)
 app.command("explore")(explore.explore)
 app.command("bench")(bench.bench)
+app.command("single")(single.single)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from .compare import compare
 from .metrics import image_metrics, pearson
 from .novelty import Novelty, novelty
 from .runs import SampleRun, SampleSpec, run_samples
+from .single import SingleImageDenoiser, SingleRun, copy_statistic, load_source, sample_single
 
 __all__ = ["calibrate", "compare", "image_metrics", "pearson", "Novelty", "novelty", "SampleSpec", "SampleRun",
-           "run_samples"]
+           "run_samples", "SingleImageDenoiser", "SingleRun", "sample_single", "copy_statistic", "load_source"]
