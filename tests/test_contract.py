@@ -18,7 +18,6 @@ from elsmachine.experiments.calibrate import calibrate
 from elsmachine.experiments.compare import compare
 from elsmachine.machines.candidates import pixel_classes, rectangles
 from elsmachine.networks import NetConfig, NetworkDenoiser, build_network
-from elsmachine.networks.training import TrainConfig, train
 from elsmachine.files import load_samples
 
 
@@ -149,14 +148,7 @@ def test_the_kernel_arguments_are_read_from_their_one_declaration():
     assert native.block_size() == 64 and native.max_sizes() == 128
 
 
-def tiny_network(tmp_path):
-    data = em.load_dataset("mnist5k", per_class=1)
-    train(NetConfig(arch="resnet", width=4, depth=1, num_classes=10, emb_dim=8), TrainConfig(epochs=1, batch_size=10),
-          data, tmp_path / "net")
-    return tmp_path / "net"
-
-
-def test_the_same_seed_and_class_give_the_same_image_in_every_command(tmp_path):
+def test_the_same_seed_and_class_give_the_same_image_in_every_command(tmp_path, tiny_network):
     run = CliRunner()
     common = ["--per-class", "3", "--steps", "3", "--seed", "3"]
     res = run.invoke(app, ["sample", *common, "--num", "1", "-k", "5,3,3", "--out", str(tmp_path / "s.png")])
@@ -168,8 +160,7 @@ def test_the_same_seed_and_class_give_the_same_image_in_every_command(tmp_path):
     drawn = load_samples(tmp_path / "m" / "sample.npz")
     assert drawn["labels"].tolist() == [3]
     np.testing.assert_array_equal(drawn["images"], sampled["images"])
-    net = tiny_network(tmp_path)
-    res = run.invoke(app, ["compare", "--model", str(net), *common, "--seeds", "1", "--machines", "els",
+    res = run.invoke(app, ["compare", "--model", str(tiny_network), *common, "--seeds", "1", "--machines", "els",
                            "--patch-schedule", "5,3,3", "--out", str(tmp_path / "cmp")])
     assert res.exit_code == 0, res.output
     with np.load(tmp_path / "cmp" / "seeds" / "000003.npz") as rec:

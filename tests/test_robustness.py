@@ -20,8 +20,6 @@ from elsmachine.cli import app
 from elsmachine.experiments.calibrate import calibrate
 from elsmachine.experiments.compare import compare
 from elsmachine.experiments.novelty import novelty
-from elsmachine.networks import NetConfig
-from elsmachine.networks.training import TrainConfig, train
 from elsmachine.files import load_samples
 from helpers import FixedSize, cli, error_line
 
@@ -56,8 +54,8 @@ def test_compare_resumed_with_other_settings_recomputes_or_refuses_and_never_mix
     assert all((tmp_path / "seeds" / n).stat().st_mtime_ns >= t for n, t in before.items())
 
 
-def test_compare_cli_with_another_patch_schedule_reports_the_new_one(tmp_path, tiny_net):
-    common = ["--model", tiny_net, "--per-class", "1", "--seeds", "2", "--steps", "2", "--machines", "els",
+def test_compare_cli_with_another_patch_schedule_reports_the_new_one(tmp_path, tiny_network):
+    common = ["--model", tiny_network, "--per-class", "1", "--seeds", "2", "--steps", "2", "--machines", "els",
               "--out", tmp_path / "c"]
     assert cli("compare", *common, "--patch-schedule", "3").exit_code == 0
     res = cli("compare", *common, "--patch-schedule", "5")
@@ -225,8 +223,8 @@ def test_a_network_whose_forward_raises_is_a_failure_of_one_line(tmp_path):
     assert res.exit_code == 1 and "failed on input of shape (1, 1, 32, 32)" in error_line(res)
 
 
-def test_outputs_are_created_where_missing_and_written_in_the_format_asked(tmp_path, tiny_net):
-    res = cli("calibrate", "--model", tiny_net, "--per-class", "1", "--sizes", "3,5", "--seeds", "1", "--steps", "2",
+def test_outputs_are_created_where_missing_and_written_in_the_format_asked(tmp_path, tiny_network):
+    res = cli("calibrate", "--model", tiny_network, "--per-class", "1", "--sizes", "3,5", "--seeds", "1", "--steps", "2",
               "-o", tmp_path / "new" / "dir" / "x.json")
     assert res.exit_code == 0, res.output
     assert em.PatchSchedule.load(tmp_path / "new" / "dir" / "x.json").sizes
@@ -374,12 +372,3 @@ def test_training_killed_then_resumed_ends_with_the_weights_of_a_straight_run(tm
     b = load_file(str(tmp_path / "killed" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not list(tmp_path.rglob("*.tmp"))
-
-
-@pytest.fixture(scope="module")
-def tiny_net(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("net")
-    data = em.load_dataset("mnist5k", per_class=1)
-    train(NetConfig(arch="resnet", width=4, depth=1, num_classes=10, emb_dim=8), TrainConfig(epochs=1, batch_size=10),
-          data, folder)
-    return folder
