@@ -54,6 +54,16 @@ def default_grid_times(steps: int) -> tuple[float, ...]:
     return tuple(float(t) for t in (torch.arange(steps, 0, -1, dtype=torch.float64) / steps))
 
 
+def _read_json(path: Path, what: str):
+    """The JSON object of a schedule file, or a one-line error naming ``what`` and the file."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{what} file {path} does not exist") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{what} file {path} is not readable JSON: {e}") from None
+
+
 def _check_times(ts, n: int, what: str) -> None:
     if len(ts) != n or not ts:
         raise InputError(f"a {what} needs one value per time, got {len(ts)} times and {n} values")
@@ -154,12 +164,7 @@ class StepSchedule(_Timed):
             return _on_schedule(StepSchedule.from_dict(spec, what, **domain), schedule, what)
         if isinstance(spec, (str, os.PathLike)) and str(spec).endswith(".json"):
             path = Path(spec)
-            try:
-                d = json.loads(path.read_text())
-            except FileNotFoundError:
-                raise InputError(f"{what} file {path} does not exist") from None
-            except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise InputError(f"{what} file {path} is not readable JSON: {e}") from None
+            d = _read_json(path, what)
             return _on_schedule(StepSchedule.from_dict(d, f"{what} file {path}", **domain), schedule, what)
         values = step_values(spec, what, **domain)
         if len(values) == 1:  # one value is every step's
@@ -270,13 +275,7 @@ class PatchSchedule(_Timed):
     @staticmethod
     def load(path) -> "PatchSchedule":
         path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise InputError(f"patch schedule file {path} does not exist") from None
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(f"patch schedule file {path} is not readable JSON: {e}") from None
-        return PatchSchedule.from_dict(d, f"patch schedule file {path}")
+        return PatchSchedule.from_dict(_read_json(path, "patch schedule"), f"patch schedule file {path}")
 
     @staticmethod
     def parse(spec, grid: torch.Tensor | None, *, what: str = "patch schedule") -> "int | PatchSchedule":

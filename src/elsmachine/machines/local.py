@@ -35,7 +35,7 @@ from ..noise import NoiseSchedule
 from ..patch_schedule import PatchSchedule, StepSchedule, as_patch_schedule
 from .base import BACKENDS, DEFAULT_MEMORY_BUDGET, TRITON_BACKENDS, CandidateMachine, PatchSized, Trace
 from .candidates import rectangles, sees
-from .declaration import PATCH_SIZE, SOFTMAX, Cost, Declaration, Option
+from .declaration import PATCH_SIZE, SOFTMAX, Cost, Declaration, Option, _record_patch_size
 from .step import STEP_FIELDS, PatchStep
 from .forms import (AttentionForm, DisplacementForm, Geometry, PatchQueries, TritonChoice,
                     TritonDisplacementForm, TritonForm)
@@ -102,10 +102,8 @@ def record_step(value):
     one-element list (inf as "inf", whole radii as integers)."""
     if isinstance(value, StepSchedule):
         return value.recorded()
-    if isinstance(value, PatchSchedule):
-        return {"ts": list(value.ts), "sizes": list(value.sizes)}
-    if value is None or isinstance(value, int):
-        return value
+    if value is None or isinstance(value, (int, PatchSchedule)):
+        return _record_patch_size(value)
     return ["inf" if math.isinf(value) else value]
 
 
